@@ -1,0 +1,55 @@
+"""Errors raised by the sandbox host.
+
+Hierarchy::
+
+    SandboxError              base of everything the sandbox raises on purpose
+    ├── SandboxClosed         the session was closed, or used before start()
+    ├── SandboxBusy           an execution is already running or paused
+    ├── NotPaused             resume()/cancel_pending() without a paused execution
+    ├── WorkerStartFailed     the worker did not say READY in time
+    └── WorkerCrashed         the worker died mid-request (killed, out of memory, ...)
+        └── ExecTimeout       the wall-clock limit was hit and the worker was killed
+
+Code that fails inside the sandbox (a NameError, a refused import, a MemoryError)
+is not an exception here: it is data, returned in ``ExecResult.error``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "SandboxError",
+    "SandboxClosed",
+    "SandboxBusy",
+    "NotPaused",
+    "WorkerStartFailed",
+    "WorkerCrashed",
+    "ExecTimeout",
+]
+
+
+class SandboxError(Exception):
+    """Base of the sandbox's deliberate errors; messages are safe to show a model."""
+
+
+class SandboxClosed(SandboxError):
+    """The session is closed or was never started."""
+
+
+class SandboxBusy(SandboxError):
+    """Another execution is running or paused in this session."""
+
+
+class NotPaused(SandboxError):
+    """resume() or cancel_pending() was called while nothing waits for answers."""
+
+
+class WorkerStartFailed(SandboxError):
+    """The worker process did not start or did not report READY in time."""
+
+
+class WorkerCrashed(SandboxError):
+    """The worker process died while serving a request; a fresh one replaces it."""
+
+
+class ExecTimeout(WorkerCrashed):
+    """The execution outran its wall-clock limit and the worker was killed."""

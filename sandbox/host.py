@@ -1,0 +1,633 @@
+"""The host side of a sandbox session: spawn the worker, feed it, watch it, restart it.
+
+One ``SandboxSession`` owns one worker process. Contexts are sent to the worker
+once, when loaded, and kept here too so that a fresh worker (after a crash, a
+timeout or a reset) gets them back without the caller doing anything.
+
+Sub-queries: when code calls ``llm_query``, the worker sends one request and
+blocks. The session awaits the ``on_sub_query`` callback with the request and
+sends back its answers; a callback may instead return ``PAUSE``, and then
+``execute`` returns ``status="paused"`` with the pending prompts while the worker
+stays blocked. ``resume(answers)`` delivers them and the code goes on where it
+stopped. That is host mode, for MCP clients that cannot sample.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, Literal
+
+import anyio
+from anyio.abc import Process
+from anyio.streams.buffered import BufferedByteReceiveStream
+
+from . import protocol
+from .errors import (
+    ExecTimeout,
+    NotPaused,
+    SandboxBusy,
+    SandboxClosed,
+    SandboxError,
+    WorkerCrashed,
+    WorkerStartFailed,
+)
+
+__all__ = [
+    "PAUSE",
+    "ExecResult",
+    "Limits",
+    "PendingQuery",
+    "SandboxSession",
+    "SessionState",
+    "SubQueryFailure",
+    "SubQueryHandler",
+    "SubQueryRequest",
+    "VariableSlice",
+]
+
+_CHUNK = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-session limits; every one is a server flag."""
+
+    exec_timeout: float = 60.0
+    """Seconds of running time per execution (time blocked on sub-queries not counted)."""
+    kill_grace: float = 2.0
+    """Extra seconds before the host kills a worker whose code ignored the timeout."""
+    memory_mb: int | None = None
+    """Fixed address-space cap for the worker; None sizes it to the contexts plus the margin."""
+    memory_margin_mb: int = 1024
+    max_output_chars: int = 100_000
+    max_code_chars: int = 1_000_000
+    max_fds: int = 32
+    start_timeout: float = 20.0
+    request_timeout: float = 120.0
+    """Seconds for a non-execution request (load a context, read a variable)."""
+
+
+@dataclass(frozen=True)
+class SubQueryRequest:
+    """What sandboxed code asked for: one frame, one or many prompts."""
+
+    id: int
+    kind: Literal["llm", "rlm"]
+    prompts: list[str]
+    batched: bool
+    contexts: list[str | None] | None = None
+
+
+@dataclass(frozen=True)
+class SubQueryFailure:
+    """An answer slot that failed; ``llm_query`` raises it as ``SubQueryError``."""
+
+    message: str
+
+
+SubQueryAnswer = str | SubQueryFailure
+
+
+class _Pause:
+    def __repr__(self) -> str:
+        return "PAUSE"
+
+
+PAUSE: Final = _Pause()
+"""Returned by a sub-query handler to pause the execution until ``resume``."""
+
+SubQueryHandler = Callable[[SubQueryRequest], Awaitable["Sequence[SubQueryAnswer] | _Pause"]]
+
+
+@dataclass(frozen=True)
+class PendingQuery:
+    id: str
+    prompt: str
+    kind: str = "llm"
+    context: str | None = None
+
+
+@dataclass
+class ExecResult:
+    status: Literal["ok", "error", "paused"]
+    stdout: str = ""
+    error: str | None = None
+    final: str | None = None
+    variables: dict[str, str] = field(default_factory=dict)
+    removed: list[str] = field(default_factory=list)
+    pending: list[PendingQuery] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    restarted: bool = False
+    variables_lost: list[str] = field(default_factory=list)
+    duration: float = 0.0
+
+
+@dataclass(frozen=True)
+class VariableSlice:
+    name: str
+    start: int
+    end: int
+    total: int
+    text: str
+
+
+class SessionState(enum.Enum):
+    NEW = "new"  # constructed, start() not called yet
+    READY = "ready"  # worker idle, waiting for a request
+    RUNNING = "running"  # an execution holds the worker
+    PAUSED = "paused"  # code blocked in llm_query, waiting for resume()
+    CLOSED = "closed"  # aclose() was called; nothing works any more
+
+
+@dataclass
+class _Paused:
+    request: SubQueryRequest
+    ids: list[str]
+    answers: dict[str, SubQueryAnswer]
+
+
+class _WorkerDied(Exception):
+    """Internal: the stream ended; the caller decides what to tell its caller."""
+
+
+def _boot_command(python: str, config: dict[str, Any]) -> list[str]:
+    # -I: no user site, no PYTHON* variables, no script dir on sys.path; the package's
+    # parent goes on sys.path explicitly so an uninstalled checkout works too.
+    root = str(Path(__file__).resolve().parent.parent)
+    boot = f"import sys; sys.path.insert(0, {root!r}); from sandbox.worker import main; main()"
+    return [python, "-I", "-c", boot, json.dumps(config)]
+
+
+def _minimal_env() -> dict[str, str]:
+    """Nothing of the server's environment (API keys live there) reaches the worker."""
+    return {"PATH": os.defpath, "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
+
+
+class SandboxSession:
+    def __init__(
+        self,
+        limits: Limits | None = None,
+        on_sub_query: SubQueryHandler | None = None,
+        python: str = sys.executable,
+    ) -> None:
+        self.limits = limits or Limits()
+        self.on_sub_query = on_sub_query
+        self._python = python
+        self._process: Process | None = None
+        self._stdout: BufferedByteReceiveStream | None = None
+        self._lock = anyio.Lock()
+        self._state = SessionState.NEW
+        self._contexts: dict[str, str] = {}
+        self._names: list[str] = []
+        self._paused: _Paused | None = None
+        self._budget = 0.0
+        self._started_at = 0.0
+        self.restarts = 0
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    @property
+    def state(self) -> SessionState:
+        return self._state
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    @property
+    def variable_names(self) -> list[str]:
+        """The code's variables as of the last execution."""
+        return list(self._names)
+
+    @property
+    def context_names(self) -> list[str]:
+        return list(self._contexts)
+
+    async def __aenter__(self) -> SandboxSession:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def start(self) -> None:
+        if self._state is SessionState.CLOSED:
+            raise SandboxClosed("This sandbox session is closed; create a new one.")
+        if self._state is not SessionState.NEW:
+            raise SandboxError("This sandbox session has already been started.")
+        await self._spawn()
+        self._state = SessionState.READY
+
+    async def aclose(self) -> None:
+        if self._state is SessionState.CLOSED:
+            return
+        self._state = SessionState.CLOSED
+        self._paused = None
+        with anyio.CancelScope(shield=True):
+            await self._kill()
+
+    async def _spawn(self) -> None:
+        config = {
+            "exec_timeout": self.limits.exec_timeout,
+            "memory_mb": self.limits.memory_mb,
+            "memory_margin_mb": self.limits.memory_margin_mb,
+            "max_output_chars": self.limits.max_output_chars,
+            "max_code_chars": self.limits.max_code_chars,
+            "max_fds": self.limits.max_fds,
+        }
+        try:
+            process = await anyio.open_process(
+                _boot_command(self._python, config),
+                stdin=-1,
+                stdout=-1,
+                stderr=None,
+                cwd="/",
+                env=_minimal_env(),
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise WorkerStartFailed(f"could not start the sandbox worker: {exc}") from exc
+        self._process = process
+        assert process.stdout is not None
+        self._stdout = BufferedByteReceiveStream(process.stdout)
+        try:
+            with anyio.fail_after(self.limits.start_timeout):
+                message, _ = await self._recv()
+        except (TimeoutError, _WorkerDied) as exc:
+            with anyio.CancelScope(shield=True):
+                await self._kill()
+            raise WorkerStartFailed("the sandbox worker did not start (no READY in time)") from exc
+        if message.get("op") != "ready":
+            with anyio.CancelScope(shield=True):
+                await self._kill()
+            raise WorkerStartFailed(f"the sandbox worker sent {message.get('op')!r} instead of READY")
+
+    async def _kill(self) -> int | None:
+        """Kill the worker's whole process group and reap it; return its exit status."""
+        process, self._process, self._stdout = self._process, None, None
+        if process is None:
+            return None
+        if process.returncode is None:
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        with anyio.move_on_after(5):
+            await process.wait()
+        await process.aclose()
+        return process.returncode
+
+    async def _restart(self) -> tuple[str, list[str]]:
+        """Replace a dead or killed worker; reload contexts. Returns (why it died, lost names)."""
+        code = await self._kill()
+        lost, self._names = self._names, []
+        self._paused = None
+        self.restarts += 1
+        await self._spawn()
+        for name, text in self._contexts.items():
+            await self._send_context(name, text, append=False)
+            await self._expect_ok()
+        return _death_reason(code, self.limits), lost
+
+    # -- frames -------------------------------------------------------------------------------
+
+    async def _send(self, message: dict[str, Any], payload: bytes | None = None) -> None:
+        process = self._process
+        if process is None or process.stdin is None:
+            raise _WorkerDied
+        try:
+            await process.stdin.send(protocol.encode_header(message, None if payload is None else len(payload)))
+            if payload:
+                await process.stdin.send(payload)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
+            raise _WorkerDied from exc
+
+    async def _recv(self) -> tuple[dict[str, Any], bytes | None]:
+        stream = self._stdout
+        if stream is None:
+            raise _WorkerDied
+        try:
+            (size,) = protocol.HEADER.unpack(await stream.receive_exactly(protocol.HEADER.size))
+            if size > protocol.MAX_HEADER:
+                raise _WorkerDied
+            message = protocol.decode_header(await stream.receive_exactly(size))
+            payload_len = message.get("payload")
+            payload = await stream.receive_exactly(payload_len) if payload_len else None
+        except (anyio.EndOfStream, anyio.IncompleteRead, anyio.BrokenResourceError,
+                anyio.ClosedResourceError, ValueError) as exc:
+            raise _WorkerDied from exc
+        return message, payload
+
+    async def _send_context(self, name: str, text: str, append: bool) -> None:
+        if text.isascii():
+            nbytes = len(text)
+        else:
+            nbytes = sum(len(text[i : i + _CHUNK].encode("utf-8", "surrogatepass")) for i in range(0, len(text), _CHUNK))
+        header = {"op": "load", "name": name, "append": append, "str_size": sys.getsizeof(text)}
+        process = self._process
+        if process is None or process.stdin is None:
+            raise _WorkerDied
+        try:
+            await process.stdin.send(protocol.encode_header(header, nbytes))
+            # Encode piecewise so the server never holds a second full copy.
+            for i in range(0, len(text), _CHUNK):
+                await process.stdin.send(text[i : i + _CHUNK].encode("utf-8", "surrogatepass"))
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
+            raise _WorkerDied from exc
+
+    async def _expect_ok(self) -> dict[str, Any]:
+        with anyio.fail_after(self.limits.request_timeout):
+            message, _ = await self._recv()
+        if message.get("op") == "error":
+            raise SandboxError(message.get("message", "the worker refused the request"))
+        return message
+
+    async def _request(self, message: dict[str, Any], payload_text: tuple[str, str, bool] | None = None
+                       ) -> tuple[dict[str, Any], bytes | None]:
+        """One non-execution round trip; a worker that dies or hangs is replaced."""
+        try:
+            with anyio.fail_after(self.limits.request_timeout):
+                if payload_text is not None:
+                    await self._send_context(*payload_text)
+                else:
+                    await self._send(message)
+                reply, payload = await self._recv()
+        except (_WorkerDied, TimeoutError) as exc:
+            with anyio.CancelScope(shield=True):
+                reason, lost = await self._restart()
+            raise WorkerCrashed(
+                f"The sandbox worker failed during {message.get('op')!r} ({reason}); a fresh worker was started "
+                f"with the contexts reloaded. Variables lost: {', '.join(lost) or 'none'}."
+            ) from exc
+        if reply.get("op") == "error":
+            raise SandboxError(reply.get("message", "the worker refused the request"))
+        return reply, payload
+
+    def _usable(self) -> None:
+        if self._state is SessionState.CLOSED:
+            raise SandboxClosed("This sandbox session is closed.")
+        if self._state is SessionState.NEW:
+            raise SandboxClosed("This sandbox session was not started; call start() first.")
+
+    # -- contexts and variables -----------------------------------------------------------------
+
+    async def load_context(self, name: str, text: str, append: bool = False) -> None:
+        """Send a context to the worker once; executions then see it as a variable."""
+        self._usable()
+        async with self._lock:
+            self._usable()
+            await self._request({"op": "load", "name": name}, (name, text, append))
+            if append and name in self._contexts:
+                self._contexts[name] = self._contexts[name] + text
+            else:
+                self._contexts[name] = text
+
+    async def drop_context(self, name: str) -> None:
+        self._usable()
+        async with self._lock:
+            self._contexts.pop(name, None)
+            await self._request({"op": "drop", "name": name})
+
+    async def get_variable(self, name: str, start: int = 0, end: int | None = None) -> VariableSlice:
+        """A slice of ``str(variable)``; ``name="FINAL"`` reads the last final answer."""
+        self._usable()
+        async with self._lock:
+            self._usable()
+            reply, payload = await self._request({"op": "get_var", "name": name, "start": start, "end": end})
+        text = (payload or b"").decode("utf-8", "surrogatepass")
+        return VariableSlice(name, reply["start"], reply["end"], reply["total"], text)
+
+    async def ping(self) -> int:
+        self._usable()
+        async with self._lock:
+            reply, _ = await self._request({"op": "ping"})
+        return int(reply["pid"])
+
+    async def reset(self, keep_contexts: bool = True) -> None:
+        """A fresh REPL: variables and any paused execution are dropped."""
+        self._usable()
+        async with self._lock:
+            self._usable()
+            if not keep_contexts:
+                self._contexts.clear()
+            if self._state is SessionState.PAUSED or not keep_contexts:
+                with anyio.CancelScope(shield=True):
+                    await self._restart()
+            else:
+                await self._request({"op": "reset"})
+            self._names = []
+            self._paused = None
+            self._state = SessionState.READY
+
+    # -- execution ----------------------------------------------------------------------------
+
+    async def execute(self, code: str) -> ExecResult:
+        """Run code in the persistent namespace; see ExecResult for what comes back."""
+        self._usable()
+        if self._state is SessionState.PAUSED:
+            raise SandboxBusy(
+                "An execution is paused waiting for sub-query answers; answer them (resume) "
+                "or reset the session before running more code."
+            )
+        async with self._lock:
+            self._usable()
+            if self._state is SessionState.PAUSED:
+                raise SandboxBusy("An execution is paused waiting for sub-query answers.")
+            self._state = SessionState.RUNNING
+            self._budget = self.limits.exec_timeout + self.limits.kill_grace
+            self._started_at = anyio.current_time()
+            try:
+                await self._send({"op": "exec", "code": code})
+            except _WorkerDied:
+                return await self._crashed("the worker was not running")
+            return await self._drive()
+
+    async def resume(self, answers: Mapping[str, SubQueryAnswer]) -> ExecResult:
+        """Answer pending sub-queries (all or some); the code goes on once all are in."""
+        self._usable()
+        async with self._lock:
+            paused = self._paused
+            if self._state is not SessionState.PAUSED or paused is None:
+                raise NotPaused("No execution is waiting for sub-query answers.")
+            unknown = [key for key in answers if key not in paused.ids]
+            if unknown:
+                raise NotPaused(
+                    f"Unknown sub-query id(s): {', '.join(map(str, unknown))}; pending ids: "
+                    f"{', '.join(i for i in paused.ids if i not in paused.answers)}"
+                )
+            paused.answers.update(answers)
+            missing = [i for i in paused.ids if i not in paused.answers]
+            if missing:
+                return ExecResult(status="paused", pending=self._pending_list(paused),
+                                  notes=[f"{len(missing)} sub-queries still need answers"])
+            self._paused = None
+            self._state = SessionState.RUNNING
+            self._started_at = anyio.current_time()
+            try:
+                await self._reply(paused.request.id, [paused.answers[i] for i in paused.ids])
+            except _WorkerDied:
+                return await self._crashed("the worker died while paused")
+            return await self._drive()
+
+    async def cancel_pending(self, reason: str) -> ExecResult:
+        """Fail every pending sub-query with ``reason``; the code sees SubQueryError."""
+        self._usable()
+        paused = self._paused
+        if self._state is not SessionState.PAUSED or paused is None:
+            raise NotPaused("No execution is waiting for sub-query answers.")
+        answers = {i: SubQueryFailure(reason) for i in paused.ids if i not in paused.answers}
+        return await self.resume(answers)
+
+    @property
+    def pending(self) -> list[PendingQuery]:
+        return self._pending_list(self._paused) if self._paused else []
+
+    @staticmethod
+    def _pending_list(paused: _Paused) -> list[PendingQuery]:
+        request = paused.request
+        return [
+            PendingQuery(
+                id=qid,
+                prompt=request.prompts[index],
+                kind=request.kind,
+                context=request.contexts[index] if request.contexts else None,
+            )
+            for index, qid in enumerate(paused.ids)
+            if qid not in paused.answers
+        ]
+
+    async def _reply(self, request_id: int, answers: Sequence[SubQueryAnswer]) -> None:
+        results = [
+            {"error": a.message} if isinstance(a, SubQueryFailure) else {"ok": a if isinstance(a, str) else str(a)}
+            for a in answers
+        ]
+        await self._send({"op": "llm_reply", "id": request_id, "results": results})
+
+    async def _drive(self) -> ExecResult:
+        """Read the worker's frames until the execution ends or pauses.
+
+        Only time spent waiting on the worker counts against the execution budget;
+        time in the sub-query handler (a model thinking) does not.
+        """
+        try:
+            while True:
+                waited_from = anyio.current_time()
+                with anyio.move_on_after(max(self._budget, 0.0)) as scope:
+                    message, _ = await self._recv()
+                self._budget -= anyio.current_time() - waited_from
+                if scope.cancelled_caught:
+                    return await self._crashed("timeout")
+                op = message.get("op")
+                if op == "result":
+                    return self._finish(message)
+                if op != "llm":
+                    return await self._crashed(f"the worker sent an unexpected {op!r} frame")
+                request = SubQueryRequest(
+                    id=int(message["id"]),
+                    kind="rlm" if message.get("kind") == "rlm" else "llm",
+                    prompts=list(message.get("prompts", [])),
+                    batched=bool(message.get("batched")),
+                    contexts=message.get("contexts"),
+                )
+                answers = await self._answer(request)
+                if answers is PAUSE:
+                    return self._pause(request)
+                await self._reply(request.id, answers)
+        except _WorkerDied:
+            return await self._crashed("died")
+        except BaseException:
+            # Cancelled (or broken) while the worker waits on us: its state is unknown,
+            # so replace it before letting the cancellation through.
+            if self._state is SessionState.RUNNING:
+                with anyio.CancelScope(shield=True):
+                    await self._restart()
+                    self._state = SessionState.READY
+            raise
+
+    async def _answer(self, request: SubQueryRequest) -> Sequence[SubQueryAnswer] | _Pause:
+        handler = self.on_sub_query
+        if handler is None:
+            return [SubQueryFailure("no sub-LLM is configured for this sandbox")] * len(request.prompts)
+        try:
+            answers = await handler(request)
+        except anyio.get_cancelled_exc_class():
+            raise
+        except Exception as exc:  # noqa: BLE001 - a failing handler fails the sub-queries, not the session
+            message = str(exc) or type(exc).__name__
+            return [SubQueryFailure(message)] * len(request.prompts)
+        if answers is PAUSE:
+            return PAUSE
+        answers = list(answers)  # type: ignore[arg-type]
+        if len(answers) != len(request.prompts):
+            return [SubQueryFailure("the sub-query handler returned the wrong number of answers")] * len(
+                request.prompts
+            )
+        return answers
+
+    def _pause(self, request: SubQueryRequest) -> ExecResult:
+        if len(request.prompts) == 1:
+            ids = [f"q{request.id}"]
+        else:
+            ids = [f"q{request.id}.{i}" for i in range(len(request.prompts))]
+        self._paused = _Paused(request, ids, {})
+        self._state = SessionState.PAUSED
+        return ExecResult(status="paused", pending=self._pending_list(self._paused),
+                          duration=anyio.current_time() - self._started_at)
+
+    def _finish(self, message: dict[str, Any]) -> ExecResult:
+        self._state = SessionState.READY
+        self._names = list(message.get("names", []))
+        return ExecResult(
+            status="error" if message.get("status") == "error" else "ok",
+            stdout=message.get("stdout", ""),
+            error=message.get("error"),
+            final=message.get("final"),
+            variables=dict(message.get("variables", {})),
+            removed=list(message.get("removed", [])),
+            notes=list(message.get("notes", [])),
+            duration=anyio.current_time() - self._started_at,
+        )
+
+    async def _crashed(self, why: str) -> ExecResult:
+        with anyio.CancelScope(shield=True):
+            reason, lost = await self._restart()
+        self._state = SessionState.READY
+        if why == "timeout":
+            reason = (f"it ran past the {self.limits.exec_timeout:g} s limit and did not stop, so the worker "
+                      "was killed")
+            kind = ExecTimeout.__name__
+        else:
+            kind = WorkerCrashed.__name__
+        error = (
+            f"{kind}: the execution was lost: {reason}. A fresh worker was started and the contexts were "
+            f"reloaded, but all variables were lost ({', '.join(lost) or 'there were none'})."
+        )
+        return ExecResult(status="error", error=error, restarted=True, variables_lost=lost,
+                          duration=anyio.current_time() - self._started_at)
+
+
+def _death_reason(code: int | None, limits: Limits) -> str:
+    if code is None:
+        return "the worker stopped answering"
+    if code < 0:
+        sig = -code
+        if sig == signal.SIGXCPU:
+            return "the worker hit its CPU time limit"
+        if sig == signal.SIGKILL:
+            return "the worker was killed (SIGKILL: the wall-clock limit, or the system's out-of-memory killer)"
+        if sig == signal.SIGSEGV:
+            return "the worker crashed (SIGSEGV)"
+        try:
+            return f"the worker was killed by {signal.Signals(sig).name}"
+        except ValueError:
+            return f"the worker was killed by signal {sig}"
+    if code == 0:
+        return "the worker exited"
+    return f"the worker exited with status {code}"

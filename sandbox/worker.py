@@ -1,0 +1,540 @@
+"""The sandbox worker: one child process per session, running restricted code.
+
+Started by ``host.py`` as ``python -I`` with a minimal environment, in its own
+process group. It talks to the host only through frames on the pipes it was
+given as fd 0/1 (see ``protocol.py``); right after start it moves those to
+private descriptors and points fd 0/1 and ``sys.stdout`` at /dev/null, so
+nothing the code does can write into the frame stream. It then imports every
+allowlisted module, tightens its rlimits and says READY.
+
+Variables persist between executions in one globals dict. ``llm_query`` sends
+one request frame and blocks until the host replies, serving read-only requests
+(variable slices, context loads) while it waits: that is what lets a host pause
+an execution for as long as a human-speed root model needs.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import reprlib
+import resource
+import signal
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from . import protocol
+from .modules import build_namespaces, make_import
+from .policy import RESERVED_NAMES, ModuleNamespace, compile_code, hint_for, make_builtins, make_guards
+
+_MIB = 1024 * 1024
+_SIZED = (str, list, dict, set, tuple, bytes, bytearray, frozenset)
+
+
+class _ExecTimeout(BaseException):
+    """Raised into sandboxed code by SIGALRM when its wall-clock limit is reached."""
+
+
+class SubQueryError(Exception):
+    """Raised by llm_query when the sub-LLM call failed; sandboxed code may catch it."""
+
+
+class _Channel:
+    def __init__(self, rfd: int, wfd: int) -> None:
+        self._r = io.FileIO(rfd, "rb", closefd=True)
+        self._w = io.FileIO(wfd, "wb", closefd=True)
+        # Called with each header before its payload is read (to make room for it).
+        self.on_header: Callable[[dict[str, Any]], None] | None = None
+
+    def _read_exactly(self, n: int) -> bytearray:
+        buf = bytearray(n)
+        view = memoryview(buf)
+        got = 0
+        while got < n:
+            chunk = self._r.readinto(view[got:])
+            if not chunk:
+                raise EOFError
+            got += chunk
+        return buf
+
+    def recv(self) -> tuple[dict[str, Any], bytearray | None]:
+        (size,) = protocol.HEADER.unpack(self._read_exactly(protocol.HEADER.size))
+        if size > protocol.MAX_HEADER:
+            raise EOFError
+        message = protocol.decode_header(bytes(self._read_exactly(size)))
+        payload_len = message.get("payload")
+        if payload_len is None:
+            return message, None
+        if self.on_header is not None:
+            self.on_header(message)
+        return message, self._read_exactly(payload_len)
+
+    def send(self, message: dict[str, Any], payload: bytes | None = None) -> None:
+        data = protocol.encode_header(message, None if payload is None else len(payload))
+        self._write_all(data)
+        if payload:
+            self._write_all(payload)
+
+    def _write_all(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            written = self._w.write(view)
+            view = view[written:]
+
+
+class _Output:
+    """The print collector: one per execution, shared by every scope, capped."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.parts: list[str] = []
+        self.size = 0
+        self.dropped = 0
+
+    def write(self, text: str) -> None:
+        room = self.cap - self.size
+        if len(text) > room:
+            self.dropped += len(text) - max(room, 0)
+            text = text[: max(room, 0)]
+        if text:
+            self.parts.append(text)
+            self.size += len(text)
+
+    def value(self) -> str:
+        text = "".join(self.parts)
+        if self.dropped:
+            text += f"\n[output truncated: {self.dropped:,} more characters were printed; print less, or slice]"
+        return text
+
+
+class Worker:
+    def __init__(self, channel: _Channel, config: dict[str, Any]) -> None:
+        self.channel = channel
+        self.exec_timeout = float(config.get("exec_timeout", 60.0))
+        self.memory_mb = config.get("memory_mb")
+        self.memory_margin_mb = int(config.get("memory_margin_mb", 1024))
+        self.max_output = int(config.get("max_output_chars", 100_000))
+        self.max_code = int(config.get("max_code_chars", 1_000_000))
+        self.max_fds = int(config.get("max_fds", 32))
+        self.contexts: dict[str, str] = {}
+        self.context_bytes = 0
+        self.output = _Output(self.max_output)
+        self.final: str | None = None
+        self.cell = 0
+        self.sources: dict[str, str] = {}
+        self.request_id = 0
+        self.in_user_code = False
+        self.var_cache: tuple[str, int, str] | None = None
+        self.namespaces = build_namespaces(self._print)
+        self.builtins = make_builtins(self._print, make_import(self.namespaces))
+        self.repr = reprlib.Repr()
+        self.repr.maxstring = self.repr.maxother = 100
+        self.repr.maxlist = self.repr.maxtuple = self.repr.maxset = self.repr.maxdict = 5
+        self.repr.maxlevel = 2
+        self.globals: dict[str, Any] = {}
+        self._reset_globals()
+        self.base_vm = _vm_size()
+
+    # -- limits -------------------------------------------------------------------------
+
+    def apply_limits(self) -> None:
+        _try_setrlimit(resource.RLIMIT_CORE, 0)
+        _try_setrlimit(resource.RLIMIT_FSIZE, 0)
+        # A write past RLIMIT_FSIZE must fail with an error, not kill the worker.
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        _try_setrlimit(resource.RLIMIT_NOFILE, self.max_fds)
+        _try_setrlimit(resource.RLIMIT_NPROC, 0)
+        signal.signal(signal.SIGALRM, self._on_alarm)
+        self._set_memory_limit(extra=0)
+
+    def _memory_limit(self, extra: int) -> int:
+        if self.memory_mb is not None:
+            return int(self.memory_mb) * _MIB
+        return self.base_vm + self.memory_margin_mb * _MIB + self.context_bytes + extra
+
+    def _set_memory_limit(self, extra: int) -> None:
+        _try_setrlimit(resource.RLIMIT_AS, self._memory_limit(extra))
+
+    def _on_alarm(self, signum: int, frame: Any) -> None:
+        if self.in_user_code:
+            raise _ExecTimeout
+
+    # -- namespace ------------------------------------------------------------------------
+
+    def _reset_globals(self) -> None:
+        self.globals = {"__builtins__": self.builtins, **make_guards()}
+        self._restore_reserved()
+
+    def _default_context(self) -> str:
+        if "context" in self.contexts:
+            return self.contexts["context"]
+        if self.contexts:
+            return next(reversed(self.contexts.values()))
+        return ""
+
+    def _reserved_values(self) -> dict[str, Any]:
+        return {
+            "context": self._default_context(),
+            "contexts": dict(self.contexts),
+            "llm_query": self.llm_query,
+            "llm_query_batched": self.llm_query_batched,
+            "rlm_query": self.rlm_query,
+            "FINAL": self.final_answer,
+            "FINAL_VAR": self.final_var,
+            "SHOW_VARS": self.show_vars,
+            "SubQueryError": SubQueryError,
+        }
+
+    def _restore_reserved(self) -> list[str]:
+        """Put the reserved names back; return those the code had rebound."""
+        rebound = []
+        for name, value in self._reserved_values().items():
+            current = self.globals.get(name, value)
+            if name == "contexts":
+                if current is not self.globals.get("contexts") or current != self.contexts:
+                    rebound.append(name)
+            elif name == "context":
+                if current is not value:
+                    rebound.append(name)
+            elif current is not value and current != value:
+                rebound.append(name)
+            self.globals[name] = value
+        return rebound
+
+    def user_vars(self) -> dict[str, Any]:
+        return {
+            name: value
+            for name, value in self.globals.items()
+            if not name.startswith("_") and name not in RESERVED_NAMES and type(value) is not ModuleNamespace
+        }
+
+    # -- names given to sandboxed code -------------------------------------------------------
+
+    def _print(self, *objects: Any, sep: str | None = " ", end: str | None = "\n", file: Any = None,
+               flush: bool = False) -> None:
+        if file is not None:
+            raise TypeError("print(file=...) is not available in the sandbox; output goes to stdout")
+        sep = " " if sep is None else sep
+        end = "\n" if end is None else end
+        if type(sep) is not str or type(end) is not str:
+            raise TypeError("sep and end must be strings")
+        self.output.write(sep.join(obj if type(obj) is str else str(obj) for obj in objects) + end)
+
+    def final_answer(self, answer: Any) -> None:
+        """FINAL(answer): record the final answer (execution goes on to the end of the code)."""
+        self.final = answer if type(answer) is str else str(answer)
+
+    def final_var(self, name: Any) -> None:
+        """FINAL_VAR(name): the final answer is the value of the variable called ``name``."""
+        if type(name) is str:
+            if name not in self.globals or name.startswith("_"):
+                raise NameError(
+                    f"FINAL_VAR: no variable named {name!r}; your variables: "
+                    f"{', '.join(sorted(self.user_vars())) or '(none)'}"
+                )
+            value = self.globals[name]
+        else:
+            value = name
+        self.final = value if type(value) is str else str(value)
+
+    def show_vars(self) -> None:
+        """SHOW_VARS(): print your variables with their types and sizes."""
+        lines = [f"{name}: {self._describe(value)}" for name, value in sorted(self.user_vars().items())]
+        names = ", ".join(f"{k} ({len(v):,} chars)" for k, v in self.contexts.items())
+        lines.append(f"contexts: {names or '(none)'}")
+        self._print("\n".join(lines))
+
+    def llm_query(self, prompt: Any, model: Any = None) -> str:
+        """llm_query(prompt) -> str: one sub-LLM call. Raises SubQueryError if it failed."""
+        (result,) = self._sub_request("llm", [_as_text(prompt)], batched=False)
+        if "error" in result:
+            raise SubQueryError(result["error"])
+        return result["ok"]
+
+    def llm_query_batched(self, prompts: Any, model: Any = None) -> list[str]:
+        """llm_query_batched(prompts) -> list[str]: concurrent sub-LLM calls, answers in order.
+        A failed item comes back as a string starting with 'Error: '; the others are kept."""
+        if isinstance(prompts, (str, bytes)) or not hasattr(prompts, "__iter__"):
+            raise TypeError("llm_query_batched takes a list of prompt strings")
+        texts = [_as_text(p) for p in prompts]
+        if not texts:
+            return []
+        results = self._sub_request("llm", texts, batched=True)
+        return [r["ok"] if "ok" in r else f"Error: {r['error']}" for r in results]
+
+    def rlm_query(self, prompt: Any, context: Any = None) -> str:
+        """rlm_query(prompt, context) -> str: a recursive RLM call over ``context``."""
+        ctx = None if context is None else _as_text(context)
+        (result,) = self._sub_request("rlm", [_as_text(prompt)], batched=False, contexts=[ctx])
+        if "error" in result:
+            raise SubQueryError(result["error"])
+        return result["ok"]
+
+    def _sub_request(self, kind: str, prompts: list[str], batched: bool,
+                     contexts: list[str | None] | None = None) -> list[dict[str, str]]:
+        self.in_user_code = False
+        remaining, _ = signal.setitimer(signal.ITIMER_REAL, 0)
+        try:
+            self.request_id += 1
+            rid = self.request_id
+            message: dict[str, Any] = {"op": "llm", "id": rid, "kind": kind, "prompts": prompts, "batched": batched}
+            if contexts is not None:
+                message["contexts"] = contexts
+            self.channel.send(message)
+            while True:
+                reply, payload = self.channel.recv()
+                if reply["op"] == "llm_reply" and reply.get("id") == rid:
+                    break
+                self._dispatch(reply, payload, inline=True)
+            results = reply.get("results")
+            if not isinstance(results, list) or len(results) != len(prompts):
+                return [{"error": "the host sent a malformed reply"} for _ in prompts]
+            return results
+        finally:
+            if remaining > 0:
+                signal.setitimer(signal.ITIMER_REAL, remaining)
+            self.in_user_code = True
+
+    # -- requests ----------------------------------------------------------------------------
+
+    def serve(self) -> None:
+        while True:
+            try:
+                message, payload = self.channel.recv()
+            except EOFError:
+                return
+            if message["op"] == "shutdown":
+                return
+            self._dispatch(message, payload, inline=False)
+
+    def _dispatch(self, message: dict[str, Any], payload: bytearray | None, inline: bool) -> None:
+        op = message["op"]
+        try:
+            if op == "exec" and not inline:
+                self.channel.send(self.execute(message["code"]))
+            elif op == "load":
+                self._load(message, payload)
+            elif op == "drop":
+                self.contexts.pop(message["name"], None)
+                self._account_contexts()
+                self._restore_reserved()
+                self.channel.send({"op": "ok"})
+            elif op == "get_var":
+                self._get_var(message)
+            elif op == "reset" and not inline:
+                self._reset_globals()
+                self.final = None
+                self.var_cache = None
+                self.channel.send({"op": "ok"})
+            elif op == "ping":
+                self.channel.send({"op": "ok", "pid": os.getpid()})
+            else:
+                self.channel.send({"op": "error", "message": f"request {op!r} is not possible now"})
+        except MemoryError:
+            self.channel.send({"op": "error", "message": "the worker ran out of memory serving this request"})
+
+    def _load(self, message: dict[str, Any], payload: bytearray | None) -> None:
+        name = message["name"]
+        data = payload if payload is not None else bytearray()
+        text = data.decode("utf-8", "surrogatepass")
+        del data, payload
+        if message.get("append") and name in self.contexts:
+            text = self.contexts[name] + text
+        self.contexts[name] = text
+        del text
+        self._account_contexts()
+        self._restore_reserved()
+        self.channel.send({"op": "ok"})
+
+    def _account_contexts(self) -> None:
+        self.context_bytes = sum(sys.getsizeof(t) for t in self.contexts.values())
+        self._set_memory_limit(extra=0)
+
+    def before_payload(self, message: dict[str, Any]) -> None:
+        """Raise the memory limit before a context's bytes arrive, not after."""
+        if message.get("op") == "load":
+            incoming = int(message["payload"])
+            self._set_memory_limit(extra=int(message.get("str_size", incoming)) + 2 * incoming)
+
+    def _get_var(self, message: dict[str, Any]) -> None:
+        name = message["name"]
+        if name == "FINAL":
+            if self.final is None:
+                self.channel.send({"op": "error", "message": "no final answer has been set yet"})
+                return
+            text = self.final
+        else:
+            variables = self.user_vars()
+            if name not in variables:
+                listing = ", ".join(sorted(variables)) or "(none)"
+                self.channel.send({"op": "error", "message": f"no variable named {name!r}; variables: {listing}"})
+                return
+            value = variables[name]
+            if type(value) is str:
+                text = value
+            elif self.var_cache and self.var_cache[0] == name and self.var_cache[1] == id(value):
+                text = self.var_cache[2]
+            else:
+                text = str(value)
+                self.var_cache = (name, id(value), text)
+        total = len(text)
+        start = max(0, min(int(message.get("start", 0)), total))
+        end = message.get("end")
+        end = total if end is None else max(start, min(int(end), total))
+        piece = text[start:end].encode("utf-8", "surrogatepass")
+        self.channel.send({"op": "var", "name": name, "start": start, "end": end, "total": total}, piece)
+
+    def execute(self, source: str) -> dict[str, Any]:
+        self.final = None
+        self.cell += 1
+        filename = f"<cell {self.cell}>"
+        outcome = compile_code(source, filename, self.max_code)
+        if outcome.code is None or outcome.errors:
+            error = "\n".join(outcome.errors) or "the code could not be compiled"
+            return self._result("error", "", self._with_hint(error), {}, [])
+        self.sources[filename] = source
+        if len(self.sources) > 64:
+            self.sources.pop(next(iter(self.sources)))
+        self._restore_reserved()
+        before = {name: _fingerprint(v) for name, v in self.user_vars().items()}
+        self.output = _Output(self.max_output)
+        self.var_cache = None
+        error = None
+        self._arm_cpu_backstop()
+        signal.setitimer(signal.ITIMER_REAL, self.exec_timeout)
+        self.in_user_code = True
+        try:
+            exec(outcome.code, self.globals)
+        except _ExecTimeout:
+            error = (f"TimeoutError: the code ran past the {self.exec_timeout:g} s limit and was stopped "
+                     "(variables are kept). Work on smaller pieces, or raise --exec-timeout.")
+        except BaseException as exc:  # noqa: BLE001 - everything the code raises is data
+            error = self._with_hint(self._describe_exception(exc))
+        finally:
+            self.in_user_code = False
+            signal.setitimer(signal.ITIMER_REAL, 0)
+        rebound = self._restore_reserved()
+        after = self.user_vars()
+        changed = {
+            name: self._describe(value)
+            for name, value in after.items()
+            if before.get(name) != _fingerprint(value)
+        }
+        removed = [name for name in before if name not in after]
+        notes = []
+        if rebound:
+            notes.append(f"reserved names restored after the code rebound them: {', '.join(sorted(rebound))}")
+        return self._result("error" if error else "ok", self.output.value(), error, changed, removed, notes)
+
+    def _result(self, status: str, stdout: str, error: str | None, changed: dict[str, str],
+                removed: list[str], notes: list[str] | None = None) -> dict[str, Any]:
+        return {
+            "op": "result",
+            "status": status,
+            "stdout": stdout,
+            "error": error,
+            "final": self.final,
+            "variables": changed,
+            "removed": removed,
+            "names": sorted(self.user_vars()),
+            "notes": notes or [],
+        }
+
+    def _arm_cpu_backstop(self) -> None:
+        # The host's wall-clock kill normally comes first; this only matters if the
+        # host is gone while code spins.
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        used = usage.ru_utime + usage.ru_stime
+        _try_setrlimit(resource.RLIMIT_CPU, int(used + 2 * self.exec_timeout + 10))
+
+    def _describe(self, value: Any) -> str:
+        kind = type(value).__name__
+        try:
+            shown = self.repr.repr(value)
+        except Exception as exc:  # noqa: BLE001 - a broken repr must not break the result
+            shown = f"<repr failed: {type(exc).__name__}>"
+        if isinstance(value, _SIZED):
+            return f"{kind}[{len(value):,}] {shown}"
+        return f"{kind} {shown}"
+
+    def _describe_exception(self, exc: BaseException) -> str:
+        lineno = None
+        filename = None
+        tb = exc.__traceback__
+        while tb is not None:
+            code_file = tb.tb_frame.f_code.co_filename
+            if code_file.startswith("<cell "):
+                lineno, filename = tb.tb_lineno, code_file
+            tb = tb.tb_next
+        if isinstance(exc, SyntaxError) and exc.lineno and not lineno:
+            lineno, filename = exc.lineno, exc.filename
+        text = str(exc)
+        if len(text) > 2000:
+            text = text[:2000] + "..."
+        message = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+        if lineno is None:
+            return message
+        where = f"Line {lineno}"
+        if filename != f"<cell {self.cell}>":
+            where += f" (in code from an earlier execution, {filename[1:-1]})"
+        source = self.sources.get(filename or "", "")
+        lines = source.splitlines()
+        if 0 < lineno <= len(lines):
+            return f"{where}: {message}\n    {lines[lineno - 1].strip()[:200]}"
+        return f"{where}: {message}"
+
+    @staticmethod
+    def _with_hint(error: str) -> str:
+        hint = hint_for(error)
+        return f"{error}\nHint: {hint}" if hint else error
+
+
+def _as_text(value: Any) -> str:
+    return value if type(value) is str else str(value)
+
+
+def _fingerprint(value: Any) -> tuple[int, int | None]:
+    return (id(value), len(value) if isinstance(value, _SIZED) else None)
+
+
+def _try_setrlimit(which: int, soft: int) -> None:
+    try:
+        _, hard = resource.getrlimit(which)
+        if hard != resource.RLIM_INFINITY:
+            soft = min(soft, hard)
+        resource.setrlimit(which, (soft, hard))
+    except (ValueError, OSError):
+        pass
+
+
+def _vm_size() -> int:
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmSize:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 256 * _MIB
+
+
+def main() -> None:
+    config = json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}
+    rfd, wfd = os.dup(0), os.dup(1)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, 0)
+    os.dup2(devnull, 1)
+    os.close(devnull)
+    sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
+    channel = _Channel(rfd, wfd)
+    worker = Worker(channel, config)
+    worker.apply_limits()
+    channel.on_header = worker.before_payload
+    channel.send({"op": "ready", "pid": os.getpid()})
+    worker.serve()
+
+
+if __name__ == "__main__":
+    main()
