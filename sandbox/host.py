@@ -389,6 +389,10 @@ class SandboxSession:
             else:
                 self._contexts[name] = text
 
+    def context_text(self, name: str) -> str:
+        """The text of a loaded context as the worker has it (after appends)."""
+        return self._contexts[name]
+
     async def drop_context(self, name: str) -> None:
         self._usable()
         async with self._lock:

@@ -1,0 +1,170 @@
+"""Server settings: one dataclass, filled from flags, then ``RLM_*`` variables, then defaults.
+
+Every limit the server enforces lives here with its default, so the README's
+table and ``rlm-mcp --help`` can be generated from one place.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+__all__ = ["Settings", "OPTIONS", "build_parser", "settings_from_args"]
+
+SubLlmMode = Literal["auto", "sampling", "provider", "host"]
+
+
+@dataclass(frozen=True)
+class Settings:
+    transport: Literal["stdio", "http"] = "stdio"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    sub_llm: SubLlmMode = "auto"
+    llm_base_url: str | None = None
+    llm_model: str | None = None
+    llm_api_key: str | None = field(default=None, repr=False)
+    max_concurrency: int = 8
+    max_depth: int = 1
+    roots: tuple[Path, ...] = ()
+    allow_url: bool = False
+    allow_private_urls: bool = False
+    exec_timeout: float = 60.0
+    memory_mb: int | None = None
+    max_output_chars: int = 20_000
+    max_load_mb: int = 512
+    max_files: int = 20_000
+    search_timeout: float = 10.0
+    idle_timeout: float = 1800.0
+    max_sub_queries: int = 1000
+    max_sub_tokens: int = 2_000_000
+    sub_query_timeout: float = 120.0
+    sub_max_tokens: int = 1024
+    max_prompt_chars: int = 400_000
+    pause_timeout: float = 1800.0
+    max_iterations: int = 20
+    trace_dir: Path | None = None
+    auth_token: str | None = field(default=None, repr=False)
+    log_level: str = "INFO"
+
+    @property
+    def allowed_roots(self) -> tuple[Path, ...]:
+        return self.roots or (Path.cwd(),)
+
+
+# (flag, settings field, type, help). The environment variable is RLM_<FIELD>.
+OPTIONS: tuple[tuple[str, str, Any, str], ...] = (
+    ("--host", "host", str, "HTTP bind address (default 127.0.0.1: loopback only)"),
+    ("--port", "port", int, "HTTP port (default 8000)"),
+    ("--sub-llm", "sub_llm", str, "sub-query backend: auto|sampling|provider|host (default auto)"),
+    ("--llm-base-url", "llm_base_url", str, "OpenAI-compatible endpoint for the provider backend, e.g. http://127.0.0.1:8080/v1"),
+    ("--llm-model", "llm_model", str, "model name sent to the provider"),
+    ("--llm-api-key", "llm_api_key", str, "API key for the provider (prefer the RLM_LLM_API_KEY variable)"),
+    ("--max-concurrency", "max_concurrency", int, "concurrent sub-queries per batch (default 8)"),
+    ("--max-depth", "max_depth", int, "recursion depth for rlm_query (default 1 = llm_query only)"),
+    ("--exec-timeout", "exec_timeout", float, "seconds of run time per exec_python (default 60)"),
+    ("--memory-mb", "memory_mb", int, "fixed memory cap of the sandbox worker in MB (default: contexts + 1 GB)"),
+    ("--max-output-chars", "max_output_chars", int, "cap on each tool's text output (default 20000)"),
+    ("--max-load-mb", "max_load_mb", int, "cap on one load_context source in MB (default 512)"),
+    ("--max-files", "max_files", int, "cap on files loaded from one folder or glob (default 20000)"),
+    ("--search-timeout", "search_timeout", float, "seconds a search pattern may run before it is stopped (default 10)"),
+    ("--idle-timeout", "idle_timeout", float, "seconds before an idle session's worker is stopped (default 1800)"),
+    ("--max-sub-queries", "max_sub_queries", int, "sub-queries per session (default 1000)"),
+    ("--max-sub-tokens", "max_sub_tokens", int, "sub-query tokens (prompt + answer) per session (default 2000000)"),
+    ("--sub-query-timeout", "sub_query_timeout", float, "seconds per sub-query (default 120)"),
+    ("--sub-max-tokens", "sub_max_tokens", int, "max tokens of one sub-query answer (default 1024)"),
+    ("--max-prompt-chars", "max_prompt_chars", int, "cap on one sub-query prompt in characters (default 400000)"),
+    ("--pause-timeout", "pause_timeout", float, "seconds a host-mode pause waits for answers (default 1800)"),
+    ("--max-iterations", "max_iterations", int, "root iterations of rlm_solve (default 20)"),
+    ("--trace-dir", "trace_dir", Path, "write every execution and sub-query as JSONL here"),
+    ("--auth-token", "auth_token", str, "HTTP: require 'Authorization: Bearer <token>' (prefer RLM_AUTH_TOKEN)"),
+    ("--log-level", "log_level", str, "DEBUG|INFO|WARNING|ERROR (default INFO); logs go to stderr"),
+)
+
+_BOOL_ENV = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rlm-mcp",
+        description=(
+            "MCP server for Recursive Language Models: load large contexts into a sandboxed Python REPL "
+            "and let the client's model explore them with code and sub-queries. Serves stdio by default. "
+            "Every flag can also be set by an environment variable RLM_<FLAG> (e.g. RLM_EXEC_TIMEOUT)."
+        ),
+    )
+    parser.add_argument("--http", action="store_true", default=None, help="serve streamable HTTP at /mcp instead of stdio")
+    parser.add_argument("--root", action="append", dest="roots", metavar="DIR",
+                        help="folder that path/glob loads may read (repeatable; default: the working directory)")
+    parser.add_argument("--allow-url", action="store_true", default=None, help="allow load_context(url=...) (off by default)")
+    parser.add_argument("--allow-private-urls", action="store_true", default=None,
+                        help="let URL loads reach loopback and private addresses (off by default)")
+    for flag, name, kind, text in OPTIONS:
+        parser.add_argument(flag, dest=name, type=kind, default=None, help=text)
+    return parser
+
+
+def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for _, name, kind, _ in OPTIONS:
+        raw = env.get(f"RLM_{name.upper()}")
+        if raw is None or raw == "":
+            continue
+        try:
+            values[name] = kind(raw)
+        except ValueError as exc:
+            raise SystemExit(f"rlm-mcp: RLM_{name.upper()}={raw!r} is not a valid {kind.__name__}") from exc
+    for name in ("allow_url", "allow_private_urls"):
+        raw = env.get(f"RLM_{name.upper()}")
+        if raw is not None and raw.lower() in _BOOL_ENV:
+            values[name] = _BOOL_ENV[raw.lower()]
+    if env.get("RLM_HTTP", "").lower() in ("1", "true", "yes", "on"):
+        values["transport"] = "http"
+    if env.get("RLM_ROOTS"):
+        values["roots"] = tuple(Path(p) for p in env["RLM_ROOTS"].split(os.pathsep) if p)
+    return values
+
+
+def settings_from_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Flags win over ``RLM_*`` variables, which win over the defaults."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    values = _from_env(os.environ if env is None else env)
+    for f in fields(Settings):
+        given = getattr(args, f.name, None)
+        if given is not None:
+            values[f.name] = given
+    if args.http:
+        values["transport"] = "http"
+    if args.roots:
+        values["roots"] = tuple(Path(p) for p in args.roots)
+    if "roots" in values:
+        values["roots"] = tuple(Path(p).expanduser().resolve() for p in values["roots"])
+    settings = Settings(**values)
+    _validate(parser, settings)
+    return settings
+
+
+def _validate(parser: argparse.ArgumentParser, s: Settings) -> None:
+    if s.sub_llm not in ("auto", "sampling", "provider", "host"):
+        parser.error(f"--sub-llm must be auto, sampling, provider or host, not {s.sub_llm!r}")
+    if s.sub_llm == "provider" and not s.llm_base_url:
+        parser.error("--sub-llm provider needs --llm-base-url (or RLM_LLM_BASE_URL)")
+    positive = ("max_concurrency", "exec_timeout", "max_output_chars", "max_load_mb", "max_files", "idle_timeout",
+                "sub_query_timeout", "sub_max_tokens", "search_timeout", "max_prompt_chars", "pause_timeout", "max_iterations")
+    for name in positive:
+        if getattr(s, name) <= 0:
+            parser.error(f"--{name.replace('_', '-')} must be positive")
+    for name in ("max_depth", "max_sub_queries", "max_sub_tokens"):
+        if getattr(s, name) < 0:
+            parser.error(f"--{name.replace('_', '-')} must not be negative")
+    if s.memory_mb is not None and s.memory_mb < 64:
+        parser.error("--memory-mb must be at least 64")
+    if not 0 < s.port < 65536:
+        parser.error("--port must be between 1 and 65535")
+    for root in s.roots:
+        if not root.is_dir():
+            parser.error(f"--root {root} is not a folder")

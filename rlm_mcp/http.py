@@ -1,0 +1,59 @@
+"""The streamable HTTP app: the SDK's app plus Host/Origin checks and an optional bearer token."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any
+
+from mcp.server.mcpserver import MCPServer
+from mcp.server.transport_security import TransportSecuritySettings
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from .config import Settings
+
+__all__ = ["build_http_app"]
+
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def _security(settings: Settings) -> TransportSecuritySettings:
+    """DNS-rebinding protection always on: the served host plus loopback names are accepted."""
+    hosts = ["127.0.0.1:*", "localhost:*", "[::1]:*"]
+    origins = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"]
+    if settings.host not in _LOOPBACK and settings.host not in ("0.0.0.0", "::"):
+        shown = f"[{settings.host}]" if ":" in settings.host else settings.host
+        hosts.append(f"{shown}:*")
+        origins.append(f"http://{shown}:*")
+    return TransportSecuritySettings(enable_dns_rebinding_protection=True, allowed_hosts=hosts,
+                                     allowed_origins=origins)
+
+
+class BearerAuth:
+    """Refuse every HTTP request without ``Authorization: Bearer <token>`` (constant-time compare)."""
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app = app
+        self.expected = f"Bearer {token}".encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            given = dict(scope.get("headers", [])).get(b"authorization", b"")
+            if not hmac.compare_digest(given, self.expected):
+                body = b'{"error":"unauthorized: send Authorization: Bearer <token>"}'
+                await send({"type": "http.response.start", "status": 401,
+                            "headers": [(b"content-type", b"application/json"),
+                                        (b"www-authenticate", b"Bearer")]})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
+
+
+def build_http_app(mcp: MCPServer, settings: Settings) -> Any:
+    app: Any = mcp.streamable_http_app(
+        host=settings.host,
+        transport_security=_security(settings),
+        session_idle_timeout=settings.idle_timeout,
+    )
+    if settings.auth_token:
+        app = BearerAuth(app, settings.auth_token)
+    return app

@@ -1,0 +1,66 @@
+"""Build the MCP server: tools, the ``rlm`` prompt and one resource per context."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ResourceError
+
+from . import __version__
+from .config import Settings
+from .errors import UnknownContext
+from .prompts import ROOT_PROMPT, root_prompt
+from .registry import SessionRegistry
+from .tools import register_tools
+
+__all__ = ["build_server"]
+
+
+def build_server(settings: Settings | None = None) -> MCPServer:
+    settings = settings or Settings()
+    registry = SessionRegistry(settings)
+
+    @asynccontextmanager
+    async def lifespan(_: MCPServer) -> AsyncIterator[dict[str, Any]]:
+        async with registry.running():
+            yield {"registry": registry}
+
+    mcp = MCPServer(
+        "rlm-mcp",
+        version=__version__,
+        instructions=ROOT_PROMPT,
+        lifespan=lifespan,
+        log_level=settings.log_level.upper(),  # type: ignore[arg-type]
+    )
+    mcp.rlm_registry = registry  # type: ignore[attr-defined]  # for tests and benchmarks
+    register_tools(mcp, registry)
+
+    @mcp.prompt(name="rlm", description="Instructions for acting as the root model of a Recursive Language Model.")
+    def rlm(question: str = "") -> str:
+        return root_prompt(question or None)
+
+    @mcp.resource("context://{name}", name="context", description="A loaded context: size and a preview.",
+                  mime_type="application/json")
+    async def context_resource(name: str, ctx: Context) -> str:
+        session = await registry.for_context(ctx)
+        try:
+            c = session.contexts.get(name)
+        except UnknownContext as exc:
+            raise ResourceError(str(exc)) from exc
+        return json.dumps(
+            {
+                "name": c.name,
+                "chars": c.chars,
+                "tokens": c.tokens,
+                "token_encoding": c.token_encoding,
+                "files": len(c.files),
+                "head": c.text[:2000],
+                "tail": c.text[-1000:] if c.chars > 2000 else "",
+            }
+        )
+
+    return mcp

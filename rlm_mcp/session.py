@@ -1,0 +1,399 @@
+"""One client's RLM state: its contexts, its sandbox worker, its budgets.
+
+Everything a tool does is a method here, testable without MCP: the tool layer
+only validates arguments, calls one method and hands back the dict it returns.
+Outputs are capped (hosts cut long tool results) and say how to read the rest.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from sandbox import (
+    ExecResult,
+    Limits,
+    NotPaused,
+    SandboxBusy,
+    SandboxError,
+    SandboxSession,
+    SubQueryFailure,
+    SubQueryHandler,
+    SubQueryRequest,
+)
+
+from . import contexts as ctxmod
+from .config import Settings
+from .errors import InvalidInput, RlmError, TooLarge, UnknownVariable
+from .loaders import LoadedSource, LoadLimits, load_glob, load_path, load_text, load_url
+from .tokens import get_token_counter
+
+__all__ = ["RlmSession", "Progress", "cap_text"]
+
+logger = logging.getLogger(__name__)
+
+Progress = Callable[[float, "float | None", str], Awaitable[None]]
+
+_PREVIEW = 300
+_MIB = 1024 * 1024
+
+
+def cap_text(text: str, limit: int, more: str) -> tuple[str, bool]:
+    """Cut ``text`` to ``limit`` characters with a note saying how to see the rest."""
+    if len(text) <= limit:
+        return text, False
+    note = f"\n[... truncated: {len(text) - limit:,} more characters. {more}]"
+    return text[:limit] + note, True
+
+
+class RlmSession:
+    """Contexts, a lazily started sandbox worker, and the sub-query hook for one client."""
+
+    def __init__(self, settings: Settings, label: str = "session") -> None:
+        self.settings = settings
+        self.label = label
+        self.contexts = ctxmod.ContextStore()
+        self.sub_query_handler: SubQueryHandler | None = None
+        self.extra_roots: list[Path] = []
+        self._sandbox: SandboxSession | None = None
+        self._start_lock = anyio.Lock()
+        self._closed = False
+        self.last_used = anyio.current_time()
+        self.executions = 0
+
+    # -- worker lifecycle --------------------------------------------------------------------
+
+    def _limits(self) -> Limits:
+        s = self.settings
+        return Limits(
+            exec_timeout=s.exec_timeout,
+            memory_mb=s.memory_mb,
+            max_output_chars=max(s.max_output_chars * 5, 100_000),
+        )
+
+    async def _dispatch_sub_query(self, request: SubQueryRequest) -> Any:
+        handler = self.sub_query_handler
+        if handler is None:
+            message = (
+                "no sub-LLM backend is available in this session: the client does not support sampling, "
+                "no provider is configured (--llm-base-url) and host mode is off"
+            )
+            return [SubQueryFailure(message)] * len(request.prompts)
+        return await handler(request)
+
+    async def sandbox(self) -> SandboxSession:
+        """The running worker, started (and given every context) on first use."""
+        if self._closed:
+            raise RlmError("This session is closed; reconnect to start a new one.")
+        self.last_used = anyio.current_time()
+        if self._sandbox is not None:
+            return self._sandbox
+        async with self._start_lock:
+            if self._sandbox is None:
+                sandbox = SandboxSession(self._limits(), on_sub_query=self._dispatch_sub_query)
+                await sandbox.start()
+                try:
+                    for ctx in self.contexts:
+                        await sandbox.load_context(ctx.name, ctx.text)
+                except BaseException:
+                    with anyio.CancelScope(shield=True):
+                        await sandbox.aclose()
+                    raise
+                self._sandbox = sandbox
+        return self._sandbox
+
+    @property
+    def worker_running(self) -> bool:
+        return self._sandbox is not None
+
+    @property
+    def paused(self) -> bool:
+        return self._sandbox is not None and bool(self._sandbox.pending)
+
+    async def stop_worker(self) -> None:
+        """Stop the worker (idle reaping); contexts stay and a new worker gets them on next use."""
+        sandbox, self._sandbox = self._sandbox, None
+        if sandbox is not None:
+            with anyio.CancelScope(shield=True):
+                await sandbox.aclose()
+
+    async def aclose(self) -> None:
+        self._closed = True
+        await self.stop_worker()
+        self.contexts.clear()
+
+    # -- contexts -----------------------------------------------------------------------------
+
+    def _load_limits(self) -> LoadLimits:
+        s = self.settings
+        return LoadLimits(
+            max_bytes=s.max_load_mb * _MIB,
+            max_files=s.max_files,
+            roots=[*s.allowed_roots, *self.extra_roots],
+            allow_url=s.allow_url,
+            allow_private_urls=s.allow_private_urls,
+        )
+
+    async def load_context(
+        self,
+        name: str = "context",
+        text: str | None = None,
+        path: str | None = None,
+        url: str | None = None,
+        glob: str | None = None,
+        append: bool = False,
+        progress: Progress | None = None,
+    ) -> dict[str, Any]:
+        given = {k: v for k, v in (("text", text), ("path", path), ("url", url), ("glob", glob)) if v is not None}
+        if len(given) != 1:
+            which = ", ".join(given) if given else "none"
+            raise InvalidInput(
+                f"Pass exactly one source: text, path, url or glob (got {which}). "
+                "Example: load_context(path='docs/') or load_context(text='...', name='notes')."
+            )
+        limits = self._load_limits()
+        if text is not None:
+            if len(text) > limits.max_bytes:
+                raise TooLarge(
+                    f"The text is {len(text):,} characters; the cap is {limits.max_bytes:,} "
+                    "(raise it with --max-load-mb)."
+                )
+            source: LoadedSource = load_text(text)
+        elif path is not None:
+            source = await load_path(path, limits, progress)
+        elif glob is not None:
+            source = await load_glob(glob, limits, progress)
+        else:
+            assert url is not None
+            source = await load_url(url, limits, progress)
+        return await self._store(name, source, append, progress)
+
+    async def _store(self, name: str, source: LoadedSource, append: bool, progress: Progress | None) -> dict[str, Any]:
+        _check_context_name(name)
+        previous = self.contexts.get(name) if append and name in self.contexts else None
+        counter = get_token_counter()
+        new_tokens = 0
+
+        async def count() -> None:
+            nonlocal new_tokens
+            new_tokens = await counter.acount(source.text)
+
+        if progress is not None:
+            await progress(0, None, f"counting tokens and sending {len(source.text):,} characters to the sandbox")
+        # The worker gets the text first; the store is updated only once it has it, so the
+        # two never disagree after a failed load.
+        sandbox = await self.sandbox()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(count)
+            await sandbox.load_context(name, source.text, append=previous is not None)
+        files = (previous.files if previous else []) + source.files
+        skipped = (previous.skipped if previous else []) + source.skipped
+        # The sandbox host keeps the text for reloading a fresh worker; share its object.
+        ctx = self.contexts.add(name, sandbox.context_text(name), files, skipped)
+        if previous is not None and previous.tokens is not None:
+            ctx.tokens = previous.tokens + new_tokens
+        elif previous is None:
+            ctx.tokens = new_tokens
+        ctx.token_encoding = counter.encoding
+        text = ctx.text
+        if len(text) <= 2 * _PREVIEW:
+            preview = text
+        else:
+            preview = f"{text[:_PREVIEW]}\n[... {len(text) - 2 * _PREVIEW:,} characters ...]\n{text[-_PREVIEW:]}"
+        lines = await anyio.to_thread.run_sync(_count_lines, text)
+        return {
+            "name": name,
+            "chars": len(text),
+            "lines": lines,
+            "tokens": ctx.tokens,
+            "token_encoding": counter.encoding,
+            "files": len(ctx.files),
+            "paths": ctx.files[:50],
+            "skipped": ctx.skipped[:50],
+            "warnings": source.warnings[:20],
+            "appended": previous is not None,
+            "preview": preview,
+        }
+
+    def list_contexts(self) -> dict[str, Any]:
+        return {
+            "contexts": [
+                {
+                    "name": c.name,
+                    "chars": c.chars,
+                    "tokens": c.tokens,
+                    "token_encoding": c.token_encoding,
+                    "files": len(c.files),
+                }
+                for c in self.contexts
+            ],
+            "total_chars": self.contexts.total_chars,
+        }
+
+    async def peek(self, name: str = "context", start: int = 0, end: int | None = None,
+                   unit: str = "chars") -> dict[str, Any]:
+        self.last_used = anyio.current_time()
+        ctx = self.contexts.get(name)
+        # The first line-based peek builds the line index: off the event loop.
+        return await anyio.to_thread.run_sync(
+            lambda: ctxmod.peek(ctx, start, end, unit, max_chars=self.settings.max_output_chars)
+        )
+
+    async def search(self, pattern: str, name: str = "context", regex: bool = True, ignore_case: bool = False,
+                     max_results: int = 20, window: int = 200) -> dict[str, Any]:
+        self.last_used = anyio.current_time()
+        ctx = self.contexts.get(name)
+        return await anyio.to_thread.run_sync(
+            lambda: ctxmod.search(ctx, pattern, regex, ignore_case, max_results, window,
+                                  max_chars=self.settings.max_output_chars, timeout=self.settings.search_timeout)
+        )
+
+    # -- code -----------------------------------------------------------------------------------
+
+    async def exec_python(self, code: str) -> dict[str, Any]:
+        if not isinstance(code, str) or not code.strip():
+            raise InvalidInput("code must be a non-empty string of Python.")
+        sandbox = await self.sandbox()
+        try:
+            result = await sandbox.execute(code)
+        except SandboxBusy as exc:
+            raise InvalidInput(
+                f"{exc} Pending ids: {', '.join(p.id for p in sandbox.pending)}. "
+                "Call answer_sub_queries({id: answer}) or reset_session()."
+            ) from exc
+        self.executions += 1
+        self.last_used = anyio.current_time()
+        return self.shape_result(result)
+
+    async def resume(self, answers: Mapping[str, str | SubQueryFailure]) -> dict[str, Any]:
+        sandbox = await self.sandbox()
+        try:
+            result = await sandbox.resume(answers)
+        except NotPaused as exc:
+            raise InvalidInput(str(exc)) from exc
+        return self.shape_result(result)
+
+    def shape_result(self, result: ExecResult) -> dict[str, Any]:
+        """The exec_python JSON: capped stdout and final answer, with notes on how to see more."""
+        limit = self.settings.max_output_chars
+        notes = list(result.notes)
+        final = result.final
+        final_chars = len(final) if final is not None else 0
+        if final is not None:
+            final, cut = cap_text(final, limit // 2 if result.stdout else limit,
+                                  "Read the rest with get_variable('FINAL', start=...).")
+            if cut:
+                notes.append(f"the final answer has {final_chars:,} characters; read it in slices with "
+                             "get_variable('FINAL', start, end)")
+        room = max(limit - (len(final) if final else 0), 1000)
+        stdout, cut = cap_text(result.stdout, room, "Print less, or keep results in variables and read "
+                               "them with get_variable(name, start, end).")
+        shaped: dict[str, Any] = {
+            "status": result.status,
+            "stdout": stdout,
+            "error": result.error,
+            "final": final,
+            "variables": result.variables,
+            "pending": [{"id": p.id, "prompt": p.prompt} for p in result.pending],
+        }
+        if result.removed:
+            shaped["removed"] = result.removed
+        if result.restarted:
+            shaped["restarted"] = True
+            shaped["variables_lost"] = result.variables_lost
+        if final is not None:
+            shaped["final_chars"] = final_chars
+        if notes:
+            shaped["notes"] = notes
+        return _clean(shaped)
+
+    async def get_variable(self, name: str, start: int = 0, end: int | None = None) -> dict[str, Any]:
+        if not isinstance(name, str) or not name:
+            raise InvalidInput("name must be a variable name, or 'FINAL' for the last final answer.")
+        if start < 0 or (end is not None and end < start):
+            raise InvalidInput("start must be >= 0 and end >= start (end=None reads to the end).")
+        limit = self.settings.max_output_chars
+        want_end = start + limit if end is None else min(end, start + limit)
+        sandbox = await self.sandbox()
+        try:
+            piece = await sandbox.get_variable(name, start, want_end)
+        except SandboxError as exc:
+            raise UnknownVariable(str(exc)) from exc
+        if start > piece.total:
+            raise InvalidInput(f"start={start} is past the end: {name!r} has {piece.total:,} characters.")
+        truncated = piece.end < (piece.total if end is None else min(end, piece.total))
+        result = {"name": name, "start": piece.start, "end": piece.end, "total": piece.total,
+                  "text": piece.text, "truncated": truncated}
+        if truncated:
+            result["note"] = f"capped at {limit:,} characters; continue with get_variable({name!r}, start={piece.end})"
+        return _clean(result)
+
+    async def reset(self, keep_contexts: bool = True) -> dict[str, Any]:
+        if not keep_contexts:
+            self.contexts.clear()
+        if self._sandbox is not None:
+            if keep_contexts:
+                await self._sandbox.reset(keep_contexts=True)
+            else:
+                await self.stop_worker()
+        return {"reset": True, "contexts": self.contexts.names()}
+
+    def status(self) -> dict[str, Any]:
+        sandbox = self._sandbox
+        return {
+            "session": self.label,
+            "contexts": self.list_contexts()["contexts"],
+            "variables": sandbox.variable_names if sandbox else [],
+            "worker": {
+                "running": sandbox is not None,
+                "pid": sandbox.pid if sandbox else None,
+                "state": sandbox.state.value if sandbox else "stopped",
+                "restarts": sandbox.restarts if sandbox else 0,
+            },
+            "pending": [{"id": p.id, "prompt": p.prompt[:200]} for p in (sandbox.pending if sandbox else [])],
+            "executions": self.executions,
+            "limits": {
+                "exec_timeout": self.settings.exec_timeout,
+                "memory_mb": self.settings.memory_mb or "contexts + 1024",
+                "max_output_chars": self.settings.max_output_chars,
+                "max_load_mb": self.settings.max_load_mb,
+                "roots": [str(r) for r in [*self.settings.allowed_roots, *self.extra_roots]],
+                "allow_url": self.settings.allow_url,
+            },
+        }
+
+
+def _count_lines(text: str) -> int:
+    if not text:
+        return 0
+    return text.count("\n") + (0 if text.endswith("\n") else 1)
+
+
+def _clean(value: Any) -> Any:
+    """Replace lone surrogates (code can build them) so the JSON layer can encode the result."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+            return value
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "replace").decode("utf-8")
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value
+
+
+if sys.version_info < (3, 11):  # pragma: no cover
+    raise RuntimeError("rlm-mcp needs Python 3.11 or newer")
+
+
+def _check_context_name(name: str) -> None:
+    """Refuse a bad name before any work (the store checks again when adding)."""
+    probe = ctxmod.ContextStore()
+    probe.add(name, "")

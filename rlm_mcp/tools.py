@@ -1,0 +1,186 @@
+"""The MCP tools: thin wrappers that check input, call one session method and shape nothing else.
+
+Docstrings here are what the model reads in tools/list, so they say what the tool
+does, when to use it, its limits, and give an example.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import ToolAnnotations
+
+from sandbox import SandboxError
+
+from .errors import RlmError
+from .registry import SessionRegistry
+
+__all__ = ["register_tools"]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+READ_ONLY = ToolAnnotations(read_only_hint=True, open_world_hint=False)
+LOCAL = ToolAnnotations(read_only_hint=False, destructive_hint=False, open_world_hint=False)
+
+
+async def _run(call: Awaitable[T]) -> T:
+    """Turn the package's deliberate errors into tool errors; crashes go to the SDK, which hides them."""
+    try:
+        return await call
+    except (RlmError, SandboxError) as exc:
+        raise ToolError(str(exc)) from exc
+
+
+def register_tools(mcp: MCPServer, registry: SessionRegistry) -> None:
+    async def session_for(ctx: Context):  # noqa: ANN202 - RlmSession
+        return await registry.for_context(ctx)
+
+    def progress_for(ctx: Context) -> Callable[[float, float | None, str], Awaitable[None]]:
+        async def progress(done: float, total: float | None, message: str) -> None:
+            try:
+                await ctx.report_progress(done, total, message)
+            except Exception:  # noqa: BLE001 - progress is best effort
+                logger.debug("progress notification failed", exc_info=True)
+
+        return progress
+
+    @mcp.tool(annotations=LOCAL)
+    async def load_context(
+        ctx: Context,
+        name: str = "context",
+        text: str | None = None,
+        path: str | None = None,
+        url: str | None = None,
+        glob: str | None = None,
+        append: bool = False,
+    ) -> dict[str, Any]:
+        """Load a large input into the session as a named context, WITHOUT putting it in your prompt.
+
+        Give exactly one source:
+        - text: the content itself;
+        - path: a file, or a folder (every text file under it, recursively, each preceded by a
+          line '==> relative/path <==', binary files skipped and listed);
+        - glob: e.g. 'src/**/*.py' (same headers);
+        - url: an http(s) page or file (only if the server was started with --allow-url).
+        Paths must lie inside the server's allowed roots (--root, default: its working directory).
+        append=true adds to an existing context instead of replacing it.
+
+        In exec_python the default context is the variable `context`; every context is in
+        `contexts[name]`. Returns a summary: chars, lines, tokens (token_encoding says how they
+        were counted), number of files, a short head/tail preview. Next: peek/search it, or
+        explore it with exec_python.
+
+        Example: load_context(path="docs/", name="docs")
+        """
+        session = await session_for(ctx)
+        if path is not None or glob is not None:
+            await registry.refresh_client_roots(ctx, session)
+        return await _run(
+            session.load_context(name, text=text, path=path, url=url, glob=glob, append=append,
+                                 progress=progress_for(ctx))
+        )
+
+    @mcp.tool(annotations=READ_ONLY)
+    async def list_contexts(ctx: Context) -> dict[str, Any]:
+        """List the loaded contexts with their sizes (chars, tokens, files)."""
+        session = await session_for(ctx)
+        return session.list_contexts()
+
+    @mcp.tool(annotations=READ_ONLY)
+    async def peek(
+        ctx: Context, name: str = "context", start: int = 0, end: int | None = None, unit: str = "chars"
+    ) -> dict[str, Any]:
+        """Read a slice of a context: characters start..end, or with unit="lines" 0-based lines start..end.
+
+        end is exclusive; None reads as far as the output cap allows; negative numbers count
+        from the end (start=-2000 reads the last 2000 chars). Output is capped (about 20k chars):
+        when `truncated` is true, continue from the returned `end`. Use this to look at the
+        data's shape before writing code: the start, the end, a few spots in the middle.
+
+        Example: peek(start=0, end=40, unit="lines")
+        """
+        session = await session_for(ctx)
+        return await _run(session.peek(name, start, end, unit))
+
+    @mcp.tool(annotations=READ_ONLY)
+    async def search(
+        ctx: Context,
+        pattern: str,
+        name: str = "context",
+        regex: bool = True,
+        ignore_case: bool = False,
+        max_results: int = 20,
+        window: int = 200,
+    ) -> dict[str, Any]:
+        """Find a pattern in a context: each hit with its char offset, 1-based line and `window`
+        chars of surrounding text. pattern is a Python regex (MULTILINE) unless regex=false.
+
+        Stops after max_results hits (truncated=true means there are more), so it is cheap on
+        huge contexts. For counting or aggregating all hits, use exec_python with `re` instead.
+
+        Example: search(pattern=r"ERROR \\d+", max_results=50, window=80)
+        """
+        session = await session_for(ctx)
+        return await _run(session.search(pattern, name, regex, ignore_case, max_results, window))
+
+    @mcp.tool(annotations=LOCAL)
+    async def exec_python(ctx: Context, code: str) -> dict[str, Any]:
+        """Run Python in this session's persistent sandbox REPL (variables survive between calls).
+
+        Available: `context` (the default context, a str), `contexts` (dict of all),
+        `llm_query(prompt) -> str` (one sub-LLM call), `llm_query_batched(prompts) -> list[str]`
+        (many, concurrently, answers in order; a failed item is 'Error: ...'), `rlm_query(prompt,
+        context)` (recursive RLM, when --max-depth allows), `FINAL(answer)` / `FINAL_VAR("name")`
+        to give the final answer, `SHOW_VARS()`, `print`, and imports of re, json, math,
+        statistics, collections, itertools, functools, heapq, bisect, string, textwrap, difflib,
+        datetime, random, hashlib, base64, unicodedata, fractions, decimal, copy, csv, io, pprint.
+
+        Refused by the sandbox (RestrictedPython): names/attributes starting with '_', `d[k] += 1`
+        on items or attributes (write d[k] = d[k] + 1), async/await, match statements, str.format
+        (use f-strings), open/eval/exec, other modules. Each run has a time limit.
+
+        Strategy: peek first; filter with regex; split into chunks and call llm_query_batched on
+        them; keep partial results in variables; verify; build long answers in a variable and
+        finish with FINAL_VAR("answer").
+
+        Returns {status: ok|error|paused, stdout, error (with line number and a hint), final,
+        variables (changed ones, short reprs), pending}. status "paused" (host mode: the client
+        answers sub-queries itself) lists pending prompts with ids: answer them with
+        answer_sub_queries and the code continues where it stopped.
+
+        Example: exec_python(code="chunks = [context[i:i+50000] for i in range(0, len(context), 50000)]\\n"
+                                   "print(len(chunks))")
+        """
+        session = await session_for(ctx)
+        return await _run(session.exec_python(code))
+
+    @mcp.tool(annotations=READ_ONLY)
+    async def get_variable(ctx: Context, name: str, start: int = 0, end: int | None = None) -> dict[str, Any]:
+        """Read a slice of str(variable) from the sandbox: for long results and final answers that
+        exec_python had to cut. name="FINAL" reads the last final answer. Output is capped; when
+        `truncated` is true, call again with start=<returned end>.
+
+        Example: get_variable(name="answer", start=20000)
+        """
+        session = await session_for(ctx)
+        return await _run(session.get_variable(name, start, end))
+
+    @mcp.tool(annotations=READ_ONLY)
+    async def rlm_status(ctx: Context) -> dict[str, Any]:
+        """Show this session's state: sub-LLM backend in use (and why), budgets spent and left,
+        contexts, variables, the sandbox worker, pending sub-queries and limits."""
+        session = await session_for(ctx)
+        return registry.status(session, ctx)
+
+    @mcp.tool(annotations=ToolAnnotations(destructive_hint=True, open_world_hint=False))
+    async def reset_session(ctx: Context, keep_contexts: bool = True) -> dict[str, Any]:
+        """Start a fresh REPL: all variables (and any paused execution) are dropped. Contexts stay
+        loaded unless keep_contexts=false."""
+        session = await session_for(ctx)
+        return await _run(session.reset(keep_contexts))
