@@ -41,6 +41,7 @@ class Settings:
     idle_timeout: float = 1800.0
     max_sub_queries: int = 1000
     max_sub_tokens: int = 2_000_000
+    max_sub_seconds: float = 3600.0
     sub_query_timeout: float = 120.0
     sub_max_tokens: int = 1024
     max_prompt_chars: int = 400_000
@@ -74,6 +75,7 @@ OPTIONS: tuple[tuple[str, str, Any, str], ...] = (
     ("--idle-timeout", "idle_timeout", float, "seconds before an idle session's worker is stopped (default 1800)"),
     ("--max-sub-queries", "max_sub_queries", int, "sub-queries per session (default 1000)"),
     ("--max-sub-tokens", "max_sub_tokens", int, "sub-query tokens (prompt + answer) per session (default 2000000)"),
+    ("--max-sub-seconds", "max_sub_seconds", float, "seconds of sub-query time per session (default 3600)"),
     ("--sub-query-timeout", "sub_query_timeout", float, "seconds per sub-query (default 120)"),
     ("--sub-max-tokens", "sub_max_tokens", int, "max tokens of one sub-query answer (default 1024)"),
     ("--max-prompt-chars", "max_prompt_chars", int, "cap on one sub-query prompt in characters (default 400000)"),
@@ -154,7 +156,7 @@ def _validate(parser: argparse.ArgumentParser, s: Settings) -> None:
     if s.sub_llm == "provider" and not s.llm_base_url:
         parser.error("--sub-llm provider needs --llm-base-url (or RLM_LLM_BASE_URL)")
     positive = ("max_concurrency", "exec_timeout", "max_output_chars", "max_load_mb", "max_files", "idle_timeout",
-                "sub_query_timeout", "sub_max_tokens", "search_timeout", "max_prompt_chars", "pause_timeout", "max_iterations")
+                "sub_query_timeout", "sub_max_tokens", "search_timeout", "max_sub_seconds", "max_prompt_chars", "pause_timeout", "max_iterations")
     for name in positive:
         if getattr(s, name) <= 0:
             parser.error(f"--{name.replace('_', '-')} must be positive")

@@ -95,7 +95,20 @@ class SessionRegistry:
         self._shared = None
 
     async def reap_idle(self) -> int:
-        """Stop the workers of sessions idle longer than --idle-timeout; return how many."""
+        """Fail pauses older than --pause-timeout; stop the workers of sessions idle longer than
+        --idle-timeout. Returns how many workers were stopped."""
+        now = anyio.current_time()
+        for session in list(self._sessions):
+            since = session.paused_since
+            if since is not None and now - since > self.settings.pause_timeout:
+                logger.info("failing the abandoned pause of %s", session.label)
+                try:
+                    await session.cancel_pause(
+                        f"no answers within {self.settings.pause_timeout:g} s (--pause-timeout); "
+                        "the sub-queries were abandoned"
+                    )
+                except Exception:  # noqa: BLE001 - one broken session must not stop the reaper
+                    logger.exception("could not cancel the pause of %s", session.label)
         now = anyio.current_time()
         stopped = 0
         for session in list(self._sessions):
@@ -109,7 +122,7 @@ class SessionRegistry:
     async def running(self) -> AsyncIterator[SessionRegistry]:
         """Lifespan: the idle reaper runs while the server does; all sessions close after."""
         async def reaper() -> None:
-            interval = max(min(self.settings.idle_timeout / 4, 30.0), 0.05)
+            interval = max(min(self.settings.idle_timeout / 4, self.settings.pause_timeout / 4, 30.0), 0.05)
             while True:
                 await anyio.sleep(interval)
                 await self.reap_idle()

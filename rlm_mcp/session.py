@@ -23,15 +23,19 @@ from sandbox import (
     SandboxError,
     SandboxSession,
     SubQueryFailure,
-    SubQueryHandler,
     SubQueryRequest,
+    VariableSlice,
 )
 
 from . import contexts as ctxmod
+from .backends.base import SubLlm
 from .config import Settings
-from .errors import InvalidInput, RlmError, TooLarge, UnknownVariable
+from .errors import InvalidInput, RlmError, SubQueryFailed, TooLarge, UnknownVariable
 from .loaders import LoadedSource, LoadLimits, load_glob, load_path, load_text, load_url
+from .solver import SolveResult, run_rlm_loop
+from .subqueries import Selection, SubQueryRouter
 from .tokens import get_token_counter
+from .trace import Tracer
 
 __all__ = ["RlmSession", "Progress", "cap_text"]
 
@@ -54,17 +58,30 @@ def cap_text(text: str, limit: int, more: str) -> tuple[str, bool]:
 class RlmSession:
     """Contexts, a lazily started sandbox worker, and the sub-query hook for one client."""
 
-    def __init__(self, settings: Settings, label: str = "session") -> None:
+    def __init__(self, settings: Settings, label: str = "session", provider: SubLlm | None = None,
+                 depth: int = 0) -> None:
         self.settings = settings
         self.label = label
+        self.depth = depth
         self.contexts = ctxmod.ContextStore()
-        self.sub_query_handler: SubQueryHandler | None = None
+        self.tracer = Tracer(settings.trace_dir, label) if settings.trace_dir else None
+        self.router = SubQueryRouter(settings, provider=provider, tracer=self.tracer)
+        self.selection = Selection("none", "no tool call has chosen a backend yet")
+        self.progress: Progress | None = None
         self.extra_roots: list[Path] = []
         self._sandbox: SandboxSession | None = None
         self._start_lock = anyio.Lock()
         self._closed = False
         self.last_used = anyio.current_time()
         self.executions = 0
+        self.paused_since: float | None = None
+        self.pause_serial = 0
+        self.pause_mode: str | None = None
+
+    def use(self, selection: Selection, progress: Progress | None = None) -> None:
+        """The backend and progress sink for sub-queries made during the current tool call."""
+        self.selection = selection
+        self.progress = progress
 
     # -- worker lifecycle --------------------------------------------------------------------
 
@@ -77,14 +94,29 @@ class RlmSession:
         )
 
     async def _dispatch_sub_query(self, request: SubQueryRequest) -> Any:
-        handler = self.sub_query_handler
-        if handler is None:
-            message = (
-                "no sub-LLM backend is available in this session: the client does not support sampling, "
-                "no provider is configured (--llm-base-url) and host mode is off"
-            )
-            return [SubQueryFailure(message)] * len(request.prompts)
-        return await handler(request)
+        return await self.router.run(request, self.selection, self.progress, self._rlm_child)
+
+    async def _rlm_child(self, prompt: str, context: str, selection: Selection) -> str:
+        """``rlm_query`` from sandboxed code: a child RLM with its own worker while depth allows,
+        else a plain sub-query over prompt + context."""
+        backend = selection.backend
+        assert backend is not None
+        if self.depth + 1 >= self.settings.max_depth:
+            return await self.router.complete(backend, f"{prompt}\n\n{context}" if context else prompt)
+        child = RlmSession(self.settings, f"{self.label}.child", provider=self.router.provider(), depth=self.depth + 1)
+        child.router.budget = self.router.budget  # children spend the parent's budgets
+        child.use(selection)
+        try:
+            await child.load_context("context", text=context)
+            sandbox = await child.sandbox()
+            result = await run_rlm_loop(prompt, sandbox, backend, context_info=_context_info(child.contexts.get("context")),
+                                        max_iterations=self.settings.max_iterations)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await child.aclose()
+        if result.final is None:
+            raise SubQueryFailed(f"the child RLM gave no final answer within {result.iterations} iterations")
+        return result.final
 
     async def sandbox(self) -> SandboxSession:
         """The running worker, started (and given every context) on first use."""
@@ -126,6 +158,10 @@ class RlmSession:
         self._closed = True
         await self.stop_worker()
         self.contexts.clear()
+        with anyio.CancelScope(shield=True):
+            await self.router.aclose()
+        if self.tracer is not None:
+            self.tracer.close()
 
     # -- contexts -----------------------------------------------------------------------------
 
@@ -267,16 +303,142 @@ class RlmSession:
                 "Call answer_sub_queries({id: answer}) or reset_session()."
             ) from exc
         self.executions += 1
-        self.last_used = anyio.current_time()
-        return self.shape_result(result)
+        self._trace_exec(code, result)
+        return self._after(result)
 
-    async def resume(self, answers: Mapping[str, str | SubQueryFailure]) -> dict[str, Any]:
+    async def resume(self, answers: Mapping[str, Any]) -> dict[str, Any]:
+        """Host mode: the root model's answers to pending sub-queries; the paused code goes on."""
+        if not isinstance(answers, Mapping) or not answers:
+            raise InvalidInput("answers must be a non-empty object {id: answer} for the pending sub-queries.")
         sandbox = await self.sandbox()
+        pending = {p.id: p.prompt for p in sandbox.pending}
+        if not pending:
+            raise InvalidInput("No execution is waiting for sub-query answers (nothing is paused).")
+        unknown = [key for key in answers if key not in pending]
+        if unknown:
+            raise InvalidInput(f"Unknown sub-query id(s) {unknown}; pending ids: {sorted(pending)}.")
+        cleaned: dict[str, str | SubQueryFailure] = {}
+        for key, value in answers.items():
+            if isinstance(value, SubQueryFailure):
+                cleaned[key] = value
+            elif isinstance(value, str):
+                if len(value) > self.settings.max_prompt_chars:
+                    raise InvalidInput(f"The answer for {key} is {len(value):,} characters; the cap is "
+                                       f"{self.settings.max_prompt_chars:,} (--max-prompt-chars).")
+                cleaned[key] = value
+            else:
+                raise InvalidInput(f"The answer for {key} must be a string, not {type(value).__name__}.")
+        refusal = self.router.budget.refusal(len(cleaned))
+        if refusal is not None:
+            cleaned = {k: SubQueryFailure(refusal) for k in cleaned}
+        texts = [v for v in cleaned.values() if isinstance(v, str)]
+        self.router.account_host_answers([pending[k] for k, v in cleaned.items() if isinstance(v, str)], texts)
         try:
-            result = await sandbox.resume(answers)
+            result = await sandbox.resume(cleaned)
         except NotPaused as exc:
             raise InvalidInput(str(exc)) from exc
+        self._trace_exec("<resumed>", result)
+        return self._after(result)
+
+    async def cancel_pause(self, reason: str) -> dict[str, Any] | None:
+        """Fail every pending sub-query (abandoned pauses); the code sees SubQueryError."""
+        sandbox = self._sandbox
+        if sandbox is None or not sandbox.pending:
+            return None
+        result = await sandbox.cancel_pending(reason)
+        self._trace_exec("<cancelled pause>", result)
+        return self._after(result)
+
+    def _after(self, result: ExecResult) -> dict[str, Any]:
+        if result.status == "paused":
+            if self.paused_since is None:
+                self.pause_serial += 1
+                self.paused_since = anyio.current_time()
+        else:
+            self.paused_since = None
+        self.last_used = anyio.current_time()
+        if self.tracer is not None:
+            self.tracer.flush()
         return self.shape_result(result)
+
+    def _trace_exec(self, code: str, result: ExecResult) -> None:
+        if self.tracer is not None:
+            self.tracer.write({"type": "exec", "code": code, "status": result.status, "stdout": result.stdout,
+                               "error": result.error, "final": result.final,
+                               "pending": [p.prompt for p in result.pending],
+                               "seconds": round(result.duration, 4)})
+
+    # -- sub-queries from the root ------------------------------------------------------------
+
+    def sub_query_prompt(self, prompt: str, name: str | None, start: int | None, end: int | None) -> str:
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise InvalidInput("prompt must be a non-empty string.")
+        if name is None:
+            if start is not None or end is not None:
+                raise InvalidInput("start/end need name= (the context to slice).")
+            text = prompt
+        else:
+            ctx = self.contexts.get(name)
+            lo = 0 if start is None else start
+            hi = ctx.chars if end is None else end
+            if not (0 <= lo <= hi <= ctx.chars):
+                raise InvalidInput(f"start/end must satisfy 0 <= start <= end <= {ctx.chars} for context {name!r}.")
+            text = f"{prompt}\n\n--- {name}[{lo}:{hi}] ---\n{ctx.text[lo:hi]}"
+        if len(text) > self.settings.max_prompt_chars:
+            raise InvalidInput(f"The prompt with its slice is {len(text):,} characters; the cap is "
+                               f"{self.settings.max_prompt_chars:,} (--max-prompt-chars). Send a smaller slice.")
+        return text
+
+    async def sub_query(self, prompt: str, name: str | None = None, start: int | None = None,
+                        end: int | None = None) -> dict[str, Any]:
+        text = self.sub_query_prompt(prompt, name, start, end)
+        backend = self.selection.backend
+        if backend is None:
+            raise InvalidInput(
+                f"sub_query needs a sub-LLM, and this session has none ({self.selection.reason}). In host mode "
+                "you are the model: read the slice with peek and answer it yourself."
+            )
+        answer = await self.router.complete(backend, text)
+        if self.tracer is not None:
+            self.tracer.flush()
+        shaped, cut = cap_text(answer, self.settings.max_output_chars, "The sub-LLM's answer was cut.")
+        return {"answer": shaped, "backend": backend.name, "prompt_chars": len(text), "truncated": cut}
+
+    async def solve(self, question: str, name: str = "context", progress: Progress | None = None) -> dict[str, Any]:
+        """rlm_solve: the server plays the RLM loop with the selected backend as root."""
+        if not isinstance(question, str) or not question.strip():
+            raise InvalidInput("question must be a non-empty string.")
+        ctx = self.contexts.get(name)
+        backend = self.selection.backend
+        if backend is None:
+            raise InvalidInput(
+                f"rlm_solve needs a model to play the root: MCP sampling on protocol 2025-11-25 or a provider "
+                f"(--llm-base-url). This session has neither ({self.selection.reason}). Drive the loop "
+                "yourself with exec_python instead."
+            )
+        sandbox = await self.sandbox()
+        info = _context_info(ctx)
+        if name != "context":
+            info += (f"\n\nIn this REPL that context is `contexts[{name!r}]` (the variable `context` is another "
+                     f"input): start with `doc = contexts[{name!r}]` and work on `doc`.")
+        result: SolveResult = await run_rlm_loop(
+            question, sandbox, backend, context_info=info,
+            max_iterations=self.settings.max_iterations, progress=progress,
+        )
+        if self.tracer is not None:
+            self.tracer.write({"type": "solve", "question": question, "final": result.final,
+                               "iterations": result.iterations})
+            self.tracer.flush()
+        final, cut = cap_text(result.final or "", self.settings.max_output_chars,
+                              "Read the rest with get_variable('FINAL', start=...).")
+        return {
+            "final": final if result.final is not None else None,
+            "iterations": result.iterations,
+            "completed": result.final is not None,
+            "truncated": cut,
+            "trace": result.trace,
+            "budget": self.router.budget.as_dict(),
+        }
 
     def shape_result(self, result: ExecResult) -> dict[str, Any]:
         """The exec_python JSON: capped stdout and final answer, with notes on how to see more."""
@@ -299,7 +461,7 @@ class RlmSession:
             "error": result.error,
             "final": final,
             "variables": result.variables,
-            "pending": [{"id": p.id, "prompt": p.prompt} for p in result.pending],
+            "pending": self._shape_pending(result, limit - len(stdout) - (len(final) if final else 0)),
         }
         if result.removed:
             shaped["removed"] = result.removed
@@ -312,6 +474,28 @@ class RlmSession:
             shaped["notes"] = notes
         return _clean(shaped)
 
+    def _shape_pending(self, result: ExecResult, room: int) -> list[dict[str, Any]]:
+        """Pending prompts for the root model, cut to fit the output cap; the rest is readable with
+        get_variable('pending:<id>')."""
+        if not result.pending:
+            return []
+        share = max(room, 4000) // len(result.pending)
+        shaped = []
+        for p in result.pending:
+            item: dict[str, Any] = {"id": p.id, "prompt": p.prompt}
+            if len(p.prompt) > share:
+                item["prompt"] = p.prompt[: max(share, 200)]
+                item["prompt_chars"] = len(p.prompt)
+                item["truncated"] = True
+                item["read_more"] = f"get_variable(name='pending:{p.id}', start={max(share, 200)})"
+            shaped.append(item)
+        return shaped
+
+    def pending_prompts(self) -> list[dict[str, str]]:
+        """The full prompts of the paused execution (for input-required rounds)."""
+        sandbox = self._sandbox
+        return [{"id": p.id, "prompt": p.prompt} for p in sandbox.pending] if sandbox else []
+
     async def get_variable(self, name: str, start: int = 0, end: int | None = None) -> dict[str, Any]:
         if not isinstance(name, str) or not name:
             raise InvalidInput("name must be a variable name, or 'FINAL' for the last final answer.")
@@ -320,10 +504,18 @@ class RlmSession:
         limit = self.settings.max_output_chars
         want_end = start + limit if end is None else min(end, start + limit)
         sandbox = await self.sandbox()
-        try:
-            piece = await sandbox.get_variable(name, start, want_end)
-        except SandboxError as exc:
-            raise UnknownVariable(str(exc)) from exc
+        if name.startswith("pending:"):
+            prompts = {p.id: p.prompt for p in sandbox.pending}
+            if name[8:] not in prompts:
+                raise UnknownVariable(f"No pending sub-query {name[8:]!r}; pending: {sorted(prompts) or 'none'}.")
+            text = prompts[name[8:]]
+            piece = VariableSlice(name, min(start, len(text)), min(want_end, len(text)), len(text),
+                                  text[start:want_end])
+        else:
+            try:
+                piece = await sandbox.get_variable(name, start, want_end)
+            except SandboxError as exc:
+                raise UnknownVariable(str(exc)) from exc
         if start > piece.total:
             raise InvalidInput(f"start={start} is past the end: {name!r} has {piece.total:,} characters.")
         truncated = piece.end < (piece.total if end is None else min(end, piece.total))
@@ -347,6 +539,8 @@ class RlmSession:
         sandbox = self._sandbox
         return {
             "session": self.label,
+            "sub_llm": self.router.status(),
+            **self.router.budget.as_dict(),
             "contexts": self.list_contexts()["contexts"],
             "variables": sandbox.variable_names if sandbox else [],
             "worker": {
@@ -366,6 +560,12 @@ class RlmSession:
                 "allow_url": self.settings.allow_url,
             },
         }
+
+
+def _context_info(ctx: ctxmod.Context) -> str:
+    head = ctx.text[:500]
+    return (f"The context has {ctx.chars:,} characters in {ctx.lines:,} lines"
+            f"{f' from {len(ctx.files)} files' if ctx.files else ''}. Its first characters:\n{head}")
 
 
 def _count_lines(text: str) -> int:

@@ -16,6 +16,7 @@ from mcp.types import ToolAnnotations
 
 from sandbox import SandboxError
 
+from . import mrtr
 from .errors import RlmError
 from .registry import SessionRegistry
 
@@ -158,7 +159,62 @@ def register_tools(mcp: MCPServer, registry: SessionRegistry) -> None:
                                    "print(len(chunks))")
         """
         session = await session_for(ctx)
+        selection = session.router.select(ctx)
+        session.use(selection, progress_for(ctx))
+        if selection.mode == "mrtr":
+            return await _run(mrtr.exec_round(session, ctx, code))
         return await _run(session.exec_python(code))
+
+    @mcp.tool(annotations=LOCAL)
+    async def answer_sub_queries(ctx: Context, answers: dict[str, str]) -> dict[str, Any]:
+        """Host mode: give your answers to the sub-queries a paused exec_python is waiting for.
+
+        When exec_python returns status "paused", its `pending` list holds {id, prompt} for each
+        llm_query the code made (a whole llm_query_batched comes as one round). Answer each prompt
+        yourself, from the prompt's text only, briefly and exactly, and pass {id: answer}. You may
+        answer some now and the rest later; once all are in, the code continues where it stopped
+        and this returns what exec_python would (possibly "paused" again with the next prompts).
+
+        Example: answer_sub_queries(answers={"q1.0": "3 errors", "q1.1": "none"})
+        """
+        session = await session_for(ctx)
+        session.use(session.router.select(ctx), progress_for(ctx))
+        return await _run(session.resume(answers))
+
+    @mcp.tool(annotations=LOCAL)
+    async def sub_query(
+        ctx: Context, prompt: str, name: str | None = None, start: int | None = None, end: int | None = None
+    ) -> dict[str, Any]:
+        """Ask the sub-LLM one question yourself, optionally about a slice of a context: the slice
+        context[start:end] of context `name` is appended to the prompt, so it never passes through
+        your own window. Spends the session's sub-query budget.
+
+        Example: sub_query(prompt="List the people named in this section.", name="context",
+                           start=120000, end=160000)
+        """
+        session = await session_for(ctx)
+        selection = session.router.select(ctx)
+        session.use(selection, progress_for(ctx))
+        if selection.mode == "mrtr":
+            return await _run(mrtr.sub_query_round(session, ctx, prompt, name, start, end))
+        return await _run(session.sub_query(prompt, name, start, end))
+
+    @mcp.tool(annotations=LOCAL)
+    async def rlm_solve(ctx: Context, question: str, name: str = "context") -> dict[str, Any]:
+        """Let the server run the whole RLM loop on a loaded context and return the final answer.
+
+        The root model is reached through MCP sampling (your client's model, protocol 2025-11-25)
+        or the configured provider; it writes code, the sandbox runs it, sub-queries go to the
+        sub-LLM, until FINAL or the iteration limit (--max-iterations). Returns the final answer
+        and a short trace. Progress is reported per iteration. In host mode (no sampling, no
+        provider) this is not available: drive the loop yourself with exec_python.
+
+        Example: rlm_solve(question="How many distinct error codes appear?", name="logs")
+        """
+        session = await session_for(ctx)
+        selection = session.router.select(ctx)
+        session.use(selection, progress_for(ctx))
+        return await _run(session.solve(question, name, progress_for(ctx)))
 
     @mcp.tool(annotations=READ_ONLY)
     async def get_variable(ctx: Context, name: str, start: int = 0, end: int | None = None) -> dict[str, Any]:
@@ -176,6 +232,7 @@ def register_tools(mcp: MCPServer, registry: SessionRegistry) -> None:
         """Show this session's state: sub-LLM backend in use (and why), budgets spent and left,
         contexts, variables, the sandbox worker, pending sub-queries and limits."""
         session = await session_for(ctx)
+        session.router.select(ctx)
         return registry.status(session, ctx)
 
     @mcp.tool(annotations=ToolAnnotations(destructive_hint=True, open_world_hint=False))
