@@ -10,6 +10,11 @@ from typing import Any
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError
 
+from contextvars import ContextVar
+
+from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
+from mcp.types import Completion, ResourceTemplateReference
+
 from . import __version__
 from .config import Settings
 from .errors import UnknownContext
@@ -18,6 +23,20 @@ from .registry import SessionRegistry
 from .tools import register_tools
 
 __all__ = ["build_server"]
+
+# The request being served, for handlers the SDK calls without a context (completions).
+_current_request: ContextVar[ServerRequestContext[Any, Any] | None] = ContextVar("rlm_request", default=None)
+
+
+class _RememberRequest:
+    """Middleware: make the current request's context reachable from completion handlers."""
+
+    async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        token = _current_request.set(ctx)
+        try:
+            return await call_next(ctx)
+        finally:
+            _current_request.reset(token)
 
 
 def build_server(settings: Settings | None = None) -> MCPServer:
@@ -35,6 +54,7 @@ def build_server(settings: Settings | None = None) -> MCPServer:
         instructions=ROOT_PROMPT,
         lifespan=lifespan,
         log_level=settings.log_level.upper(),  # type: ignore[arg-type]
+        middleware=[_RememberRequest()],
     )
     mcp.rlm_registry = registry  # type: ignore[attr-defined]  # for tests and benchmarks
     register_tools(mcp, registry)
@@ -62,5 +82,15 @@ def build_server(settings: Settings | None = None) -> MCPServer:
                 "tail": c.text[-1000:] if c.chars > 2000 else "",
             }
         )
+
+    @mcp.completion()
+    async def complete(ref: Any, argument: Any, context: Any) -> Completion | None:
+        """Complete context names for the ``context://{name}`` resource template."""
+        request = _current_request.get()
+        if request is None or not isinstance(ref, ResourceTemplateReference) or argument.name != "name":
+            return None
+        session = await registry.for_context(request)  # type: ignore[arg-type]
+        names = [n for n in session.contexts.names() if n.startswith(argument.value or "")]
+        return Completion(values=names[:100], total=len(names), has_more=len(names) > 100)
 
     return mcp

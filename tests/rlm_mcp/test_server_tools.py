@@ -241,3 +241,15 @@ async def test_a_catastrophic_search_pattern_is_stopped_and_the_server_keeps_ans
         assert time.monotonic() - started < 8
         # The event loop was not frozen by the pattern: another call was answered before it ended.
         assert answered_meanwhile and answered_meanwhile[0] < 1.0
+
+
+async def test_context_names_complete_for_the_resource_template(make_client):
+    from mcp.types import ResourceTemplateReference
+
+    async with make_client("legacy") as client:
+        await call(client, "load_context", text="a", name="notes")
+        await call(client, "load_context", text="b", name="news")
+        await call(client, "load_context", text="c", name="other")
+        result = await client.complete(ResourceTemplateReference(type="ref/resource", uri="context://{name}"),
+                                       {"name": "name", "value": "n"})
+        assert sorted(result.completion.values) == ["news", "notes"]
