@@ -50,8 +50,13 @@ _DENIED: dict[str, frozenset[str]] = {
     "operator": frozenset({"attrgetter", "methodcaller"}),
     # Formatter.get_field walks "0.__class__"-style fields without the guard.
     "string": frozenset({"Formatter"}),
-    # Only clocks and time formatting; no process-wide timezone changes.
-    "time": frozenset({"tzset"}),
+    # Only clocks and time formatting; no process-wide timezone changes, and no
+    # setting the system clock (clock_settime works for a worker run as root).
+    "time": frozenset({"tzset", "clock_settime", "clock_settime_ns"}),
+    # update_wrapper/wraps get and set attributes named by the caller with the
+    # real getattr/setattr (frames, dunders, a library class's __module__);
+    # singledispatch's register() evaluates string annotations with eval().
+    "functools": frozenset({"update_wrapper", "wraps", "singledispatch", "singledispatchmethod"}),
     # pprint writes to sys.stdout, which the worker points at /dev/null; the
     # sandbox gets pformat plus a pprint that goes through print.
     "pprint": frozenset({"pprint", "pp", "PrettyPrinter"}),

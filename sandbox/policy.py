@@ -383,8 +383,21 @@ def compile_code(source: str, filename: str, max_chars: int) -> CompileOutcome:
     except (MemoryError, RecursionError) as exc:
         return CompileOutcome(None, [f"Line 1: the code is too deeply nested to compile ({type(exc).__name__})"])
     except (ValueError, TypeError, SyntaxError) as exc:
-        return CompileOutcome(None, [f"Line 1: {type(exc).__name__}: {exc}"])
-    return CompileOutcome(result.code, list(result.errors))
+        return CompileOutcome(None, [_clip(f"Line 1: {type(exc).__name__}: {exc}")])
+    errors = [_clip(error) for error in result.errors[:_MAX_ERRORS]]
+    if len(result.errors) > _MAX_ERRORS:
+        errors.append(f"... and {len(result.errors) - _MAX_ERRORS:,} more refusals")
+    return CompileOutcome(result.code, errors)
+
+
+# RestrictedPython quotes the whole offending statement in a SyntaxError and
+# reports every refused name: a large source must not flood the model's context.
+_MAX_ERROR_CHARS = 2000
+_MAX_ERRORS = 20
+
+
+def _clip(error: str) -> str:
+    return error if len(error) <= _MAX_ERROR_CHARS else error[:_MAX_ERROR_CHARS] + "..."
 
 
 # (substring of an error message, hint for the model). First match wins.

@@ -193,12 +193,12 @@ class Worker:
         for name, value in self._reserved_values().items():
             current = self.globals.get(name, value)
             if name == "contexts":
-                if current is not self.globals.get("contexts") or current != self.contexts:
+                if current is not self.globals.get("contexts") or not _same(current, self.contexts):
                     rebound.append(name)
             elif name == "context":
                 if current is not value:
                     rebound.append(name)
-            elif current is not value and current != value:
+            elif not _same(current, value):
                 rebound.append(name)
             self.globals[name] = value
         return rebound
@@ -377,7 +377,11 @@ class Worker:
             elif self.var_cache and self.var_cache[0] == name and self.var_cache[1] == id(value):
                 text = self.var_cache[2]
             else:
-                text = str(value)
+                try:
+                    text = str(value)
+                except BaseException as exc:  # noqa: BLE001 - code-defined str() must not end the worker
+                    self.channel.send({"op": "error", "message": f"str() of {name!r} failed: {type(exc).__name__}"})
+                    return
                 self.var_cache = (name, id(value), text)
         total = len(text)
         start = max(0, min(int(message.get("start", 0)), total))
@@ -453,7 +457,7 @@ class Worker:
         kind = type(value).__name__
         try:
             shown = self.repr.repr(value)
-        except Exception as exc:  # noqa: BLE001 - a broken repr must not break the result
+        except BaseException as exc:  # noqa: BLE001 - a broken repr must not break the result
             shown = f"<repr failed: {type(exc).__name__}>"
         if isinstance(value, _SIZED):
             return f"{kind}[{len(value):,}] {shown}"
@@ -470,7 +474,10 @@ class Worker:
             tb = tb.tb_next
         if isinstance(exc, SyntaxError) and exc.lineno and not lineno:
             lineno, filename = exc.lineno, exc.filename
-        text = str(exc)
+        try:
+            text = str(exc)
+        except BaseException as inner:  # noqa: BLE001 - code can make str(exc) raise; report, not crash
+            text = f"<the message could not be shown: str() raised {type(inner).__name__}>"
         if len(text) > 2000:
             text = text[:2000] + "..."
         message = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
@@ -493,6 +500,18 @@ class Worker:
 
 def _as_text(value: Any) -> str:
     return value if type(value) is str else str(value)
+
+
+def _same(current: Any, value: Any) -> bool:
+    """``current == value`` for the reserved-name check. Code can hand in objects whose
+    ``==`` runs its own code (library subclasses with overridden properties); that code
+    runs outside the timer, so a raise counts as "rebound" instead of ending the worker."""
+    if current is value:
+        return True
+    try:
+        return type(current) is type(value) and bool(current == value)
+    except BaseException:  # noqa: BLE001
+        return False
 
 
 def _fingerprint(value: Any) -> tuple[int, int | None]:
