@@ -220,7 +220,12 @@ class Worker:
         end = "\n" if end is None else end
         if type(sep) is not str or type(end) is not str:
             raise TypeError("sep and end must be strings")
-        self.output.write(sep.join(obj if type(obj) is str else str(obj) for obj in objects) + end)
+        # Piece by piece: joining first would copy a huge string twice before the cap cuts it.
+        for index, obj in enumerate(objects):
+            if index:
+                self.output.write(sep)
+            self.output.write(obj if type(obj) is str else str(obj))
+        self.output.write(end)
 
     def final_answer(self, answer: Any) -> None:
         """FINAL(answer): record the final answer (execution goes on to the end of the code)."""
