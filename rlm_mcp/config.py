@@ -40,7 +40,7 @@ class Settings:
     search_timeout: float = 10.0
     idle_timeout: float = 1800.0
     max_sub_queries: int = 1000
-    max_sub_tokens: int = 2_000_000
+    max_sub_tokens: int = 20_000_000
     max_sub_seconds: float = 3600.0
     sub_query_timeout: float = 120.0
     sub_max_tokens: int = 1024
@@ -74,7 +74,7 @@ OPTIONS: tuple[tuple[str, str, Any, str], ...] = (
     ("--search-timeout", "search_timeout", float, "seconds a search pattern may run before it is stopped (default 10)"),
     ("--idle-timeout", "idle_timeout", float, "seconds before an idle session's worker is stopped (default 1800)"),
     ("--max-sub-queries", "max_sub_queries", int, "sub-queries per session (default 1000)"),
-    ("--max-sub-tokens", "max_sub_tokens", int, "sub-query tokens (prompt + answer) per session (default 2000000)"),
+    ("--max-sub-tokens", "max_sub_tokens", int, "sub-query tokens (prompt + answer) per session (default 20000000)"),
     ("--max-sub-seconds", "max_sub_seconds", float, "seconds of sub-query time per session (default 3600)"),
     ("--sub-query-timeout", "sub_query_timeout", float, "seconds per sub-query (default 120)"),
     ("--sub-max-tokens", "sub_max_tokens", int, "max tokens of one sub-query answer (default 1024)"),

@@ -75,7 +75,7 @@ async def sub_query_round(session: RlmSession, ctx: Any, prompt: str, name: str 
         answer = next(iter(_answers(ctx).values()))
         if isinstance(answer, SubQueryFailure):
             raise SubQueryFailed(answer.message)
-        session.router.account_host_answers([text], [answer])
+        await session.router.account_host_answers([text], [answer])
         return {"answer": answer, "backend": "sampling (input-required round)", "prompt_chars": len(text),
                 "truncated": False}
     return _input_required(session, [{"id": "q", "prompt": text}], _SUBQ_STATE)

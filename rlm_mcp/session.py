@@ -22,6 +22,7 @@ from sandbox import (
     SandboxBusy,
     SandboxError,
     SandboxSession,
+    SessionState,
     SubQueryFailure,
     SubQueryRequest,
     VariableSlice,
@@ -128,10 +129,13 @@ class RlmSession:
         async with self._start_lock:
             if self._sandbox is None:
                 sandbox = SandboxSession(self._limits(), on_sub_query=self._dispatch_sub_query)
-                await sandbox.start()
                 try:
+                    # start() inside the try: a call cancelled mid-start must not leave its worker.
+                    await sandbox.start()
                     for ctx in self.contexts:
                         await sandbox.load_context(ctx.name, ctx.text)
+                    if self._closed:  # aclose() ran meanwhile and could not see this worker
+                        raise RlmError("This session was closed while its worker was starting.")
                 except BaseException:
                     with anyio.CancelScope(shield=True):
                         await sandbox.aclose()
@@ -146,6 +150,11 @@ class RlmSession:
     @property
     def paused(self) -> bool:
         return self._sandbox is not None and bool(self._sandbox.pending)
+
+    @property
+    def busy(self) -> bool:
+        """An execution holds the worker right now (running code, or waiting on its sub-queries)."""
+        return self._sandbox is not None and self._sandbox.state is SessionState.RUNNING
 
     async def stop_worker(self) -> None:
         """Stop the worker (idle reaping); contexts stay and a new worker gets them on next use."""
@@ -274,6 +283,8 @@ class RlmSession:
     async def peek(self, name: str = "context", start: int = 0, end: int | None = None,
                    unit: str = "chars") -> dict[str, Any]:
         self.last_used = anyio.current_time()
+        if unit not in ("chars", "lines"):
+            raise InvalidInput(f"unit must be 'chars' or 'lines', not {unit!r}.")
         ctx = self.contexts.get(name)
         # The first line-based peek builds the line index: off the event loop.
         return await anyio.to_thread.run_sync(
@@ -332,7 +343,7 @@ class RlmSession:
         if refusal is not None:
             cleaned = {k: SubQueryFailure(refusal) for k in cleaned}
         texts = [v for v in cleaned.values() if isinstance(v, str)]
-        self.router.account_host_answers([pending[k] for k, v in cleaned.items() if isinstance(v, str)], texts)
+        await self.router.account_host_answers([pending[k] for k, v in cleaned.items() if isinstance(v, str)], texts)
         try:
             result = await sandbox.resume(cleaned)
         except NotPaused as exc:

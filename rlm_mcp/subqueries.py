@@ -56,12 +56,14 @@ class Budget:
     count: int = 0
     tokens: int = 0
     seconds: float = 0.0
+    reserved: int = 0
+    """Prompt tokens of calls in flight: a batch must not overshoot the token budget."""
 
-    def refusal(self, wanted: int = 1) -> str | None:
+    def refusal(self, wanted: int = 1, tokens: int = 0) -> str | None:
         if self.count + wanted > self.max_count:
             return (f"sub-query budget spent: {self.count} of {self.max_count} used this session "
                     "(raise --max-sub-queries, or reset_session)")
-        if self.tokens >= self.max_tokens:
+        if self.tokens + self.reserved + tokens > self.max_tokens or self.tokens >= self.max_tokens:
             return (f"sub-query token budget spent: {self.tokens:,} of {self.max_tokens:,} tokens "
                     "(raise --max-sub-tokens)")
         if self.seconds >= self.max_seconds:
@@ -198,11 +200,17 @@ class SubQueryRouter:
         )
 
     async def complete(self, backend: SubLlm, prompt: str, system: str | None = SUB_SYSTEM_PROMPT) -> str:
-        """One sub-query through ``backend``, within the per-call timeout and the budgets."""
-        refusal = self.budget.refusal()
+        """One sub-query through ``backend``, within the per-call timeout and the budgets.
+
+        The prompt's tokens are counted and reserved before the call, so the calls of a
+        batch running at once cannot together overshoot the token budget."""
+        counter = get_token_counter()
+        counted_prompt = await counter.acount(prompt)
+        refusal = self.budget.refusal(1, counted_prompt)
         if refusal is not None:
             raise BudgetExceeded(refusal)
         self.budget.count += 1
+        self.budget.reserved += counted_prompt
         started = time.monotonic()
         error: str | None = None
         text = ""
@@ -212,10 +220,9 @@ class SubQueryRouter:
                 completion = await backend.complete([{"role": "user", "content": prompt}], system=system,
                                                     max_tokens=self.settings.sub_max_tokens)
             text = completion.text
-            counter = get_token_counter()
             prompt_tokens = completion.prompt_tokens
             if prompt_tokens is None:
-                prompt_tokens = await counter.acount(prompt)
+                prompt_tokens = counted_prompt
             answer_tokens = completion.completion_tokens
             if answer_tokens is None:
                 answer_tokens = await counter.acount(text)
@@ -229,16 +236,20 @@ class SubQueryRouter:
             raise
         finally:
             elapsed = time.monotonic() - started
+            self.budget.reserved -= counted_prompt
             self.budget.tokens += tokens
             self.budget.seconds += elapsed
             if self.tracer is not None:
                 self.tracer.write({"type": "sub_query", "backend": backend.name, "prompt": prompt, "answer": text,
                                    "error": error, "tokens": tokens, "seconds": round(elapsed, 4)})
 
-    def account_host_answers(self, prompts: Sequence[str], answers: Sequence[str]) -> None:
-        """Host and mrtr answers come from the client: count them against the budgets too."""
+    async def account_host_answers(self, prompts: Sequence[str], answers: Sequence[str]) -> None:
+        """Host and mrtr answers come from the client: count them against the budgets too,
+        with the same token counts the other backends get."""
+        counter = get_token_counter()
         self.budget.count += len(answers)
-        self.budget.tokens += sum(len(p) + len(a) for p, a in zip(prompts, answers, strict=False)) // 4
+        for prompt, answer in zip(prompts, answers, strict=False):
+            self.budget.tokens += await counter.acount(prompt) + await counter.acount(answer)
         if self.tracer is not None:
             for prompt, answer in zip(prompts, answers, strict=False):
                 self.tracer.write({"type": "sub_query", "backend": "client", "prompt": prompt, "answer": answer})

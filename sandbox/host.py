@@ -268,6 +268,11 @@ class SandboxSession:
             with anyio.CancelScope(shield=True):
                 await self._kill()
             raise WorkerStartFailed(f"the sandbox worker sent {message.get('op')!r} instead of READY")
+        if self._state is SessionState.CLOSED:
+            # aclose() ran while this worker started (it could not see it): nobody would reap it.
+            with anyio.CancelScope(shield=True):
+                await self._kill()
+            raise SandboxClosed("This sandbox session was closed while its worker was starting.")
 
     async def _kill(self) -> int | None:
         """Kill the worker's whole process group and reap it; return its exit status."""
@@ -289,11 +294,20 @@ class SandboxSession:
         code = await self._kill()
         lost, self._names = self._names, []
         self._paused = None
+        if self._state is SessionState.CLOSED:
+            # Closed under a running request (client gone, session ended): no replacement worker.
+            raise SandboxClosed("This sandbox session was closed while a request was running.")
         self.restarts += 1
         await self._spawn()
-        for name, text in self._contexts.items():
-            await self._send_context(name, text, append=False)
-            await self._expect_ok()
+        try:
+            for name, text in self._contexts.items():
+                await self._send_context(name, text, append=False)
+                await self._expect_ok()
+        except _WorkerDied as exc:  # internal: must not leak to callers as a crash
+            await self._kill()
+            if self._state is SessionState.CLOSED:
+                raise SandboxClosed("This sandbox session was closed while a request was running.") from exc
+            raise WorkerStartFailed("the fresh sandbox worker died while its contexts were reloaded") from exc
         return _death_reason(code, self.limits), lost
 
     # -- frames -------------------------------------------------------------------------------
@@ -383,7 +397,19 @@ class SandboxSession:
         self._usable()
         async with self._lock:
             self._usable()
-            await self._request({"op": "load", "name": name}, (name, text, append))
+            try:
+                await self._request({"op": "load", "name": name}, (name, text, append))
+            except WorkerCrashed:
+                raise
+            except SandboxError as exc:
+                # The worker refused the text (out of memory) after dropping what it replaces:
+                # a fresh worker with the previous contexts keeps the two sides in agreement.
+                with anyio.CancelScope(shield=True):
+                    _, lost = await self._restart()
+                raise SandboxError(
+                    f"The worker could not take context {name!r} ({exc}); it was restarted with the previous "
+                    f"contexts. Variables lost: {', '.join(lost) or 'none'}. Raise --memory-mb or load less."
+                ) from exc
             if append and name in self._contexts:
                 self._contexts[name] = self._contexts[name] + text
             else:
@@ -531,6 +557,18 @@ class SandboxSession:
                 op = message.get("op")
                 if op == "result":
                     return self._finish(message)
+                if op == "error":
+                    # The worker could not send the result (out of memory building it) and went
+                    # back to serving: the execution failed, the worker and its variables are fine.
+                    self._state = SessionState.READY
+                    return ExecResult(
+                        status="error",
+                        error=(f"MemoryError: the code ran, but its result could not be sent back "
+                               f"({message.get('message', 'the worker refused')}). Variables are kept. Print "
+                               "less and keep big values in variables (read them in slices), or raise the "
+                               "memory limit (--memory-mb)."),
+                        duration=anyio.current_time() - self._started_at,
+                    )
                 if op != "llm":
                     return await self._crashed(f"the worker sent an unexpected {op!r} frame")
                 request = SubQueryRequest(
@@ -551,8 +589,12 @@ class SandboxSession:
             # so replace it before letting the cancellation through.
             if self._state is SessionState.RUNNING:
                 with anyio.CancelScope(shield=True):
-                    await self._restart()
-                    self._state = SessionState.READY
+                    try:
+                        await self._restart()
+                    except SandboxError:
+                        pass  # closed meanwhile, or no fresh worker: the original exception matters
+                    if self._state is not SessionState.CLOSED:
+                        self._state = SessionState.READY
             raise
 
     async def _answer(self, request: SubQueryRequest) -> Sequence[SubQueryAnswer] | _Pause:

@@ -293,6 +293,7 @@ class Worker:
                 if reply["op"] == "llm_reply" and reply.get("id") == rid:
                     break
                 self._dispatch(reply, payload, inline=True)
+                payload = None
             results = reply.get("results")
             if not isinstance(results, list) or len(results) != len(prompts):
                 return [{"error": "the host sent a malformed reply"} for _ in prompts]
@@ -313,6 +314,8 @@ class Worker:
             if message["op"] == "shutdown":
                 return
             self._dispatch(message, payload, inline=False)
+            # A context's bytes must not stay alive until the next request arrives.
+            message = payload = None  # type: ignore[assignment]
 
     def _dispatch(self, message: dict[str, Any], payload: bytearray | None, inline: bool) -> None:
         op = message["op"]
@@ -360,6 +363,12 @@ class Worker:
     def before_payload(self, message: dict[str, Any]) -> None:
         """Raise the memory limit before a context's bytes arrive, not after."""
         if message.get("op") == "load":
+            if not message.get("append") and message.get("name") in self.contexts:
+                # Replacing: free the old text before the new one arrives (the host keeps a
+                # copy to reload from if this load fails), unless code still holds it.
+                del self.contexts[message["name"]]
+                self._restore_reserved()
+                self._account_contexts()
             incoming = int(message["payload"])
             self._set_memory_limit(extra=int(message.get("str_size", incoming)) + 2 * incoming)
 
