@@ -1,0 +1,40 @@
+"""``python -m bench <name> [--quick]``: run one benchmark (see ``bench/__init__.py``)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, one line); a module is imported only when its benchmark runs.
+_BENCHMARKS = {
+    "sandbox": ("bench.bench_sandbox", "sandbox overhead via its async API: analysis vs plain exec, "
+                "round trip, context-size independence, 200 MB load"),
+    "server": ("bench.bench_server", "the rlm-mcp server over stdio: load_context, peek, search, "
+               "exec_python, memory of server + worker"),
+    "subllm": ("bench.bench_subllm", "64 batched sub-queries at concurrency 8 against a 0.2 s provider, "
+               "over the ideal time"),
+    "peers": ("bench.bench_peers", "side by side with aleph-rlm and rlms (own venv, bench/.peers-venv): "
+              "load, exec, analysis, peek, search, memory at 1/50/200 MB"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="rlm-mcp benchmarks: ratios against an in-process baseline, medians of several runs, "
+        "results written to bench/results/<name>.md. Not for CI.",
+    )
+    sub = parser.add_subparsers(dest="name", required=True, metavar="name")
+    for name, (_, summary) in _BENCHMARKS.items():
+        p = sub.add_parser(name, help=summary, description=summary)
+        p.add_argument("--quick", action="store_true",
+                       help="smaller inputs and fewer repetitions (well under 2 minutes); "
+                       "writes bench/results/<name>-quick.md")
+    args = parser.parse_args(argv)
+    module = importlib.import_module(_BENCHMARKS[args.name][0])
+    return module.run(quick=args.quick)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
