@@ -13,7 +13,8 @@ from mcp.server.mcpserver.exceptions import ResourceError
 from contextvars import ContextVar
 
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
-from mcp.types import Completion, ResourceTemplateReference
+from mcp.shared.exceptions import MCPError
+from mcp.types import INVALID_PARAMS, Completion, ResourceTemplateReference
 
 from . import __version__
 from .config import Settings
@@ -28,10 +29,20 @@ __all__ = ["build_server"]
 _current_request: ContextVar[ServerRequestContext[Any, Any] | None] = ContextVar("rlm_request", default=None)
 
 
-class _RememberRequest:
-    """Middleware: make the current request's context reachable from completion handlers."""
+class _RequestMiddleware:
+    """Keeps the current request reachable from completion handlers, and answers an unknown
+    prompt with INVALID_PARAMS as the spec asks (the SDK's get_prompt raises a bare ValueError,
+    which reaches the client as error code 0)."""
+
+    def __init__(self) -> None:
+        self.prompt_names: set[str] = set()
 
     async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        if ctx.method == "prompts/get":
+            name = (ctx.params or {}).get("name")
+            if name not in self.prompt_names:
+                raise MCPError(code=INVALID_PARAMS, message=f"Unknown prompt: {name!r}; prompts: "
+                               f"{', '.join(sorted(self.prompt_names))}")
         token = _current_request.set(ctx)
         try:
             return await call_next(ctx)
@@ -48,13 +59,14 @@ def build_server(settings: Settings | None = None) -> MCPServer:
         async with registry.running():
             yield {"registry": registry}
 
+    middleware = _RequestMiddleware()
     mcp = MCPServer(
         "rlm-mcp",
         version=__version__,
         instructions=ROOT_PROMPT,
         lifespan=lifespan,
         log_level=settings.log_level.upper(),  # type: ignore[arg-type]
-        middleware=[_RememberRequest()],
+        middleware=[middleware],
     )
     mcp.rlm_registry = registry  # type: ignore[attr-defined]  # for tests and benchmarks
     register_tools(mcp, registry)
@@ -62,6 +74,8 @@ def build_server(settings: Settings | None = None) -> MCPServer:
     @mcp.prompt(name="rlm", description="Instructions for acting as the root model of a Recursive Language Model.")
     def rlm(question: str = "") -> str:
         return root_prompt(question or None)
+
+    middleware.prompt_names.add("rlm")
 
     @mcp.resource("context://{name}", name="context", description="A loaded context: size and a preview.",
                   mime_type="application/json")

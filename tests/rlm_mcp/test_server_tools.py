@@ -253,3 +253,13 @@ async def test_context_names_complete_for_the_resource_template(make_client):
         result = await client.complete(ResourceTemplateReference(type="ref/resource", uri="context://{name}"),
                                        {"name": "name", "value": "n"})
         assert sorted(result.completion.values) == ["news", "notes"]
+
+
+async def test_an_unknown_prompt_is_an_invalid_params_error(make_client):
+    from mcp.shared.exceptions import MCPError
+    from mcp.types import INVALID_PARAMS
+
+    async with make_client("legacy") as client:
+        with pytest.raises(MCPError) as raised:
+            await client.get_prompt("nope")
+        assert raised.value.error.code == INVALID_PARAMS and "rlm" in raised.value.error.message
