@@ -1,0 +1,106 @@
+"""The TypeScript SDK client (clients/typescript) drives the installed rlm-mcp over stdio and HTTP.
+
+It checks what a host in the field sees (TypeScript SDK 1.x, protocol 2025-11-25): the tool list,
+load_context, and llm_query / llm_query_batched answered in order by the client's sampling handler.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import free_port, rlm_mcp_command
+
+CLIENT = Path(__file__).resolve().parents[2] / "clients" / "typescript"
+TSX = CLIENT / "node_modules" / "tsx" / "dist" / "cli.mjs"
+TSC = CLIENT / "node_modules" / "typescript" / "bin" / "tsc"
+
+
+def _tail(text: str, lines: int = 60) -> str:
+    return "\n".join(text.splitlines()[-lines:])
+
+
+@pytest.fixture(scope="module")
+def node() -> str:
+    """Node, with the client's dependencies installed from its lockfile when they are missing."""
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed: the TypeScript client check needs Node >= 20 (and npm)")
+    if not TSX.exists():
+        npm = shutil.which("npm")
+        assert npm is not None, f"npm is needed to install {CLIENT}'s dependencies (npm ci)"
+        done = subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=CLIENT, capture_output=True,
+                              text=True, timeout=300)
+        assert done.returncode == 0, f"npm ci in {CLIENT} failed:\n{_tail(done.stdout + done.stderr)}"
+    return node
+
+
+def run_client(node: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([node, str(TSX), "src/check.ts", *args], cwd=CLIENT, capture_output=True, text=True,
+                          timeout=90)
+
+
+def assert_passed(done: subprocess.CompletedProcess[str], label: str) -> None:
+    output = f"--- stdout\n{done.stdout}\n--- stderr\n{_tail(done.stderr)}"
+    assert done.returncode == 0, f"the TypeScript client failed over {label} (exit {done.returncode}):\n{output}"
+    assert f"PASS [{label}]" in done.stdout, output
+
+
+@pytest.fixture
+def http_server(tmp_path: Path) -> Iterator[str]:
+    """``rlm-mcp --http`` on a free loopback port; yields its /mcp URL."""
+    port = free_port()
+    log = (tmp_path / "server.log").open("w")
+    process = subprocess.Popen([rlm_mcp_command(), "--http", "--host", "127.0.0.1", "--port", str(port)],
+                               cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_for_port(process, port, tmp_path / "server.log")
+        yield f"http://127.0.0.1:{port}/mcp"
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+def wait_for_port(process: subprocess.Popen[bytes], port: int, log: Path, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"rlm-mcp --http exited with {process.returncode}:\n{_tail(log.read_text())}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    pytest.fail(f"rlm-mcp --http did not listen on port {port} within {timeout:.0f} s:\n{_tail(log.read_text())}")
+
+
+def test_typescript_client_passes_over_stdio(node: str) -> None:
+    assert_passed(run_client(node, "stdio", rlm_mcp_command()), "stdio")
+
+
+def test_typescript_client_passes_over_streamable_http(node: str, http_server: str) -> None:
+    assert_passed(run_client(node, "http", http_server), "http")
+
+
+def test_typescript_client_type_checks(node: str) -> None:
+    """tsx runs the script without checking types; tsc keeps it honest against the SDK's types."""
+    done = subprocess.run([node, str(TSC), "--noEmit", "-p", "."], cwd=CLIENT, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, f"tsc --noEmit failed:\n{done.stdout}{done.stderr}"
+
+
+def test_typescript_client_reports_a_failure_clearly(node: str) -> None:
+    """A server that is not there is a non-zero exit and one FAIL line, not a hang or a pass."""
+    done = run_client(node, "stdio", sys.executable, "-c", "pass")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "FAIL [stdio]: could not connect to" in done.stderr
