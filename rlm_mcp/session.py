@@ -226,7 +226,7 @@ class RlmSession:
 
         async def count() -> None:
             nonlocal new_tokens
-            new_tokens = await counter.acount(source.text)
+            new_tokens = await counter.acount(source.text, progress)
 
         if progress is not None:
             await progress(0, None, f"counting tokens and sending {len(source.text):,} characters to the sandbox")

@@ -18,13 +18,15 @@ import math
 import os
 import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import anyio.to_thread
 
 from rlm_mcp.errors import InvalidInput
+
+Progress = Callable[[float, "float | None", str], Awaitable[None]]
 
 __all__ = ["ESTIMATE", "ENCODINGS", "TokenCounter", "get_token_counter"]
 
@@ -73,6 +75,7 @@ ENCODINGS: tuple[str, ...] = tuple(_SPECS)
 # (tiktoken's core releases the GIL; ~35 MB/s per thread measured). Cuts fall just before " word" after a non-space char,
 # which is a pre-token boundary of both encodings, so the count stays exact in practice.
 _PIECE_CHARS = 1_000_000
+_SEGMENT_CHARS = 16_000_000
 _CUT_SEARCH = 4_096
 _THREADS = max(2, min(4, os.cpu_count() or 2))
 
@@ -181,11 +184,20 @@ class TokenCounter:
             total += in_flight.popleft().result()
         return total
 
-    async def acount(self, text: str) -> int:
-        """``count`` on a worker thread, so the event loop keeps running."""
+    async def acount(self, text: str, progress: Progress | None = None) -> int:
+        """``count`` on a worker thread, so the event loop keeps running. Big texts are counted in
+        segments of ``_SEGMENT_CHARS`` with ``progress(done_chars, total_chars, message)`` after
+        each, since exact counting runs at tens of MB/s and a host should see it move."""
         if len(text) < 10_000:  # cheaper than a thread hop
             return self.count(text)
-        return await anyio.to_thread.run_sync(self.count, text)
+        if progress is None or len(text) <= _SEGMENT_CHARS:
+            return await anyio.to_thread.run_sync(self.count, text)
+        total, done = 0, 0
+        for segment in _split(text, _SEGMENT_CHARS):
+            total += await anyio.to_thread.run_sync(self.count, segment)
+            done += len(segment)
+            await progress(done, len(text), f"counting tokens: {done:,} of {len(text):,} characters")
+        return total
 
     def _count_piece(self, text: str) -> int:
         core = self._enc._core_bpe

@@ -158,3 +158,19 @@ def test_never_asks_tiktoken_to_download(fresh_cache, monkeypatch):
 def test_unknown_encoding_is_refused_with_the_choices():
     with pytest.raises(InvalidInput, match="o200k_base"):
         get_token_counter("gpt9_base")
+
+
+async def test_acount_reports_progress_per_segment_and_counts_the_same(monkeypatch):
+    from rlm_mcp import tokens
+
+    monkeypatch.setattr(tokens, "_SEGMENT_CHARS", 1_500_000)
+    counter = tokens.get_token_counter()
+    text = "The quick brown fox jumps over the lazy dog.\n" * 100_000  # 4.5 MB
+    seen: list[tuple[float, float | None]] = []
+
+    async def progress(done: float, total: float | None, message: str) -> None:
+        seen.append((done, total))
+
+    assert await counter.acount(text, progress) == counter.count(text)
+    assert len(seen) >= 3
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen) and seen[-1] == (len(text), len(text))
