@@ -17,6 +17,7 @@ session keeps the contexts and starts a new worker on next use.
 from __future__ import annotations
 
 import logging
+import warnings
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -112,7 +113,9 @@ class SessionRegistry:
         now = anyio.current_time()
         stopped = 0
         for session in list(self._sessions):
-            if session.worker_running and not session.paused and now - session.last_used > self.settings.idle_timeout:
+            # A long execution is not idleness: stopping its worker would kill the code mid-run.
+            if (session.worker_running and not session.paused and not session.busy
+                    and now - session.last_used > self.settings.idle_timeout):
                 logger.info("stopping idle worker of %s", session.label)
                 await session.stop_worker()
                 stopped += 1
@@ -142,7 +145,8 @@ class SessionRegistry:
         if capabilities is None or capabilities.roots is None or not ctx.session.can_send_request:
             return
         try:
-            with anyio.fail_after(10):
+            with anyio.fail_after(10), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # roots are deprecated only in 2026-07-28
                 result = await ctx.session.list_roots()
         except Exception:  # noqa: BLE001 - roots are a bonus; the configured roots still apply
             logger.info("client advertised roots but list_roots failed", exc_info=True)

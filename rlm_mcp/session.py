@@ -250,7 +250,9 @@ class RlmSession:
             preview = text
         else:
             preview = f"{text[:_PREVIEW]}\n[... {len(text) - 2 * _PREVIEW:,} characters ...]\n{text[-_PREVIEW:]}"
-        lines = await anyio.to_thread.run_sync(_count_lines, text)
+        # Building the line index now (about 0.4 s per 200 MB) gives `lines`, and lets later
+        # searches find a hit's line by bisection instead of counting newlines up to it.
+        lines = await anyio.to_thread.run_sync(lambda: ctx.lines)
         return {
             "name": name,
             "chars": len(text),
@@ -577,12 +579,6 @@ def _context_info(ctx: ctxmod.Context) -> str:
     head = ctx.text[:500]
     return (f"The context has {ctx.chars:,} characters in {ctx.lines:,} lines"
             f"{f' from {len(ctx.files)} files' if ctx.files else ''}. Its first characters:\n{head}")
-
-
-def _count_lines(text: str) -> int:
-    if not text:
-        return 0
-    return text.count("\n") + (0 if text.endswith("\n") else 1)
 
 
 def _clean(value: Any) -> Any:

@@ -263,3 +263,27 @@ async def test_an_unknown_prompt_is_an_invalid_params_error(make_client):
         with pytest.raises(MCPError) as raised:
             await client.get_prompt("nope")
         assert raised.value.error.code == INVALID_PARAMS and "rlm" in raised.value.error.message
+
+
+async def test_the_clients_mcp_roots_become_readable_folders(tmp_path: Path):
+    from mcp import Client, types
+
+    from rlm_mcp.config import Settings
+    from rlm_mcp.server import build_server
+
+    allowed = tmp_path / "configured"
+    offered = tmp_path / "offered-by-client"
+    allowed.mkdir()
+    offered.mkdir()
+    (offered / "notes.txt").write_text("from the client's root\n")
+
+    async def list_roots(context):
+        return types.ListRootsResult(roots=[types.Root(uri=offered.as_uri(), name="workspace")])
+
+    server = build_server(Settings(roots=(allowed,)))
+    async with Client(server, mode="legacy") as without_roots:
+        refused = await without_roots.call_tool("load_context", {"path": str(offered / "notes.txt")})
+        assert refused.is_error and "--root" in refused.content[0].text
+    async with Client(server, mode="legacy", list_roots_callback=list_roots) as client:
+        loaded = await call(client, "load_context", path=str(offered / "notes.txt"))
+        assert loaded["chars"] == len("from the client's root\n")
