@@ -53,3 +53,10 @@ def test_the_readme_documents_every_flag_and_variable():
         assert f"`RLM_{name.upper()}`" in text, name
     for extra in ("--http", "--root", "--allow-url", "--allow-private-urls"):
         assert extra in text
+
+
+def test_ci_runs_exactly_the_readmes_test_command():
+    lines = README.read_text().split("```bash\n", 1)[1].split("```", 1)[0].strip().splitlines()
+    assert len(lines) == 2 and lines[0].endswith("rlm-mcp") and "pytest" in lines[1]
+    ci = (README.parent / ".ci" / "run").read_text().splitlines()
+    assert lines[1] in ci
