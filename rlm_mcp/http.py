@@ -53,6 +53,9 @@ def build_http_app(mcp: MCPServer, settings: Settings) -> Any:
         host=settings.host,
         transport_security=_security(settings),
         session_idle_timeout=settings.idle_timeout,
+        # The SDK's 4 MiB default would refuse load_context(text=...) far below --max-load-mb
+        # with a bare 413; JSON escaping can double a text's size on the wire.
+        max_request_body_size=2 * settings.max_load_mb * 1024 * 1024 + 1024 * 1024,
     )
     if settings.auth_token:
         app = BearerAuth(app, settings.auth_token)

@@ -135,9 +135,15 @@ def resolve_path(path: str, roots) -> Path:
         resolved = candidate.resolve()
     except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop (Python < 3.13)
         raise SourceError(f"Cannot resolve {path!r}: {exc}.") from exc
+    except ValueError as exc:  # a NUL byte, or a lone surrogate the file system cannot encode
+        raise InvalidInput(f"{path!r} is not a usable path ({exc}); pass a plain file or folder name.") from exc
     if _inside(resolved, resolved_roots) is None:
         raise _not_allowed(path, resolved, resolved_roots)
-    if not resolved.exists():
+    try:
+        exists = resolved.exists()
+    except OSError as exc:  # e.g. a name too long for the file system
+        raise SourceError(f"Cannot look at {path!r}: {exc.strerror or exc}.") from exc
+    if not exists:
         raise SourceError(
             f"No such file or folder: {path!r} (looked at {resolved}). Relative paths start at "
             f"{resolved_roots[0]}; check the name, or use glob to find files."
@@ -400,7 +406,10 @@ async def load_glob(pattern: str, limits: LoadLimits, progress: Progress | None 
     if not isinstance(pattern, str) or not pattern.strip():
         raise InvalidInput("glob must be a non-empty pattern such as '**/*.md' (relative to the first root).")
     roots = await anyio.to_thread.run_sync(_resolved_roots, limits.roots)
-    plan, base = await anyio.to_thread.run_sync(_plan_glob, pattern, roots, limits)
+    try:
+        plan, base = await anyio.to_thread.run_sync(_plan_glob, pattern, roots, limits)
+    except ValueError as exc:  # a NUL byte, or a lone surrogate the file system cannot encode
+        raise InvalidInput(f"The glob {pattern!r} is not a usable pattern ({exc}); use plain names, '*' and '**'.") from exc
     if not plan.entries and plan.outside:
         raise PathNotAllowed(
             f"Every file the glob {pattern!r} matched lies outside the allowed folders "
@@ -471,7 +480,8 @@ async def _checked_addresses(host: str, port: int, timeout: float) -> list[str]:
         kind = _refused_kind(ipaddress.ip_address(address))
         if kind:
             raise UrlNotAllowed(
-                f"{host!r} resolves to {address}, a {kind} address. Only public addresses can be "
+                f"{host!r} resolves to {address}, {'an' if kind[0] in 'aeiou' else 'a'} {kind} address. "
+                "Only public addresses can be "
                 f"loaded, to protect the local network; start the server with {ALLOW_PRIVATE_FLAG} "
                 "to allow local and private ones."
             )

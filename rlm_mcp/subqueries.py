@@ -227,6 +227,12 @@ class SubQueryRouter:
             if answer_tokens is None:
                 answer_tokens = await counter.acount(text)
             tokens = prompt_tokens + answer_tokens
+            if len(text) > self.settings.max_prompt_chars:
+                # The same cap as host-mode answers: a model that ignores max_tokens cannot flood the worker.
+                raise SubQueryFailed(
+                    f"the sub-LLM's answer has {len(text):,} characters, over the "
+                    f"{self.settings.max_prompt_chars:,} cap (--max-prompt-chars)"
+                )
             return text
         except TimeoutError as exc:
             error = f"the sub-query took longer than {self.settings.sub_query_timeout:g} s"

@@ -19,6 +19,7 @@ from sandbox import SandboxError
 from . import mrtr
 from .errors import RlmError
 from .registry import SessionRegistry
+from .session import _clean
 
 __all__ = ["register_tools"]
 
@@ -26,16 +27,25 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+_MAX_ERROR_CHARS = 4000
+
 READ_ONLY = ToolAnnotations(read_only_hint=True, open_world_hint=False)
 LOCAL = ToolAnnotations(read_only_hint=False, destructive_hint=False, open_world_hint=False)
 
 
 async def _run(call: Awaitable[T]) -> T:
-    """Turn the package's deliberate errors into tool errors; crashes go to the SDK, which hides them."""
+    """Turn the package's deliberate errors into tool errors; crashes go to the SDK, which hides them.
+
+    Lone surrogates (from a client's text, or built by sandboxed code) cannot be encoded as JSON:
+    results and messages that echo them get U+FFFD instead.
+    """
     try:
-        return await call
+        return _clean(await call)
     except (RlmError, SandboxError) as exc:
-        raise ToolError(str(exc)) from exc
+        message = _clean(str(exc))
+        if len(message) > _MAX_ERROR_CHARS:  # it echoes a huge argument back
+            message = message[:_MAX_ERROR_CHARS] + f" [... {len(message) - _MAX_ERROR_CHARS:,} more characters]"
+        raise ToolError(message) from exc
 
 
 def register_tools(mcp: MCPServer, registry: SessionRegistry) -> None:
@@ -233,7 +243,7 @@ def register_tools(mcp: MCPServer, registry: SessionRegistry) -> None:
         contexts, variables, the sandbox worker, pending sub-queries and limits."""
         session = await session_for(ctx)
         session.router.select(ctx)
-        return registry.status(session, ctx)
+        return _clean(registry.status(session, ctx))
 
     @mcp.tool(annotations=ToolAnnotations(destructive_hint=True, open_world_hint=False))
     async def reset_session(ctx: Context, keep_contexts: bool = True) -> dict[str, Any]:

@@ -119,3 +119,10 @@ def test_http_rejects_foreign_host_and_origin_headers(http_server: str):
     assert evil_origin.status_code in (400, 403)
     fine = httpx.post(http_server, json=body, headers=headers)
     assert fine.status_code == 200
+
+
+async def test_http_accepts_a_text_context_bigger_than_the_sdks_4_mib_default(http_server: str):
+    text = "0123456789abcdef\n" * 400_000  # 6.8 MB
+    async with Client(http_server, mode="legacy") as client:
+        summary = await _call(client, "load_context", text=text)
+        assert summary["chars"] == len(text)
