@@ -366,7 +366,7 @@ async def _phases(report: Report, setup: _Setup) -> None:
     size = f"{setup.size / MB:.0f} MB"
     report.row(f"f. RlmSession.load_context(path) of {size} in this process", fmt_s(exact), "",
                f"{exact / read:.1f}x read ({fmt_s(read)}): {parts(exact_spans, exact)}")
-    report.row(f"f. the same with the token count replaced by the estimate / read", f"{estimate / read:.1f}x", "",
+    report.row("f. the same with the token count replaced by the estimate / read", f"{estimate / read:.1f}x", "",
                f"{fmt_s(estimate)}: {parts(estimate_spans, estimate)}")
 
 

@@ -13,14 +13,12 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import free_port, rlm_mcp_command
+from support import http_server as serve_http
 
 SUITE = Path(__file__).resolve().parents[2] / "clients" / "conformance"
 NODE22 = SUITE / "node_modules" / "node" / "bin" / "node"
@@ -88,31 +86,8 @@ def suite() -> list[str]:
 @pytest.fixture(scope="module")
 def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """One ``rlm-mcp --http`` on a loopback port for all scenarios (each opens its own MCP session)."""
-    work = tmp_path_factory.mktemp("conformance-server")
-    port = free_port()
-    log_path = work / "server.log"
-    with log_path.open("w") as log:
-        process = subprocess.Popen([rlm_mcp_command(), "--http", "--host", "127.0.0.1", "--port", str(port)],
-                                   cwd=work, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + 30
-            while True:
-                if process.poll() is not None:
-                    pytest.fail(f"rlm-mcp --http exited with {process.returncode}:\n{_tail(log_path.read_text())}")
-                with socket.socket() as s:
-                    if s.connect_ex(("127.0.0.1", port)) == 0:
-                        break
-                if time.monotonic() > deadline:
-                    pytest.fail(f"rlm-mcp --http did not listen on {port} in 30 s:\n{_tail(log_path.read_text())}")
-                time.sleep(0.1)
-            yield f"http://127.0.0.1:{port}/mcp"
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+    with serve_http(root=tmp_path_factory.mktemp("conformance-server")) as server:
+        yield server.url
 
 
 def test_every_scenario_is_classified(suite: list[str]) -> None:

@@ -7,15 +7,13 @@ load_context, and llm_query / llm_query_batched answered in order by the client'
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import free_port, rlm_mcp_command
+from support import http_server as serve_http
 
 CLIENT = Path(__file__).resolve().parents[2] / "clients" / "typescript"
 TSX = CLIENT / "node_modules" / "tsx" / "dist" / "cli.mjs"
@@ -55,37 +53,8 @@ def assert_passed(done: subprocess.CompletedProcess[str], label: str) -> None:
 @pytest.fixture
 def http_server(tmp_path: Path) -> Iterator[str]:
     """``rlm-mcp --http`` on a free loopback port; yields its /mcp URL."""
-    port = free_port()
-    log = (tmp_path / "server.log").open("w")
-    process = subprocess.Popen([rlm_mcp_command(), "--http", "--host", "127.0.0.1", "--port", str(port)],
-                               cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        wait_for_port(process, port, tmp_path / "server.log")
-        yield f"http://127.0.0.1:{port}/mcp"
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
-
-
-def wait_for_port(process: subprocess.Popen[bytes], port: int, log: Path, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"rlm-mcp --http exited with {process.returncode}:\n{_tail(log.read_text())}")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    pytest.fail(f"rlm-mcp --http did not listen on port {port} within {timeout:.0f} s:\n{_tail(log.read_text())}")
-
-
-def test_typescript_client_passes_over_stdio(node: str) -> None:
-    assert_passed(run_client(node, "stdio", rlm_mcp_command()), "stdio")
+    with serve_http(root=tmp_path) as server:
+        yield server.url
 
 
 def test_typescript_client_passes_over_streamable_http(node: str, http_server: str) -> None:

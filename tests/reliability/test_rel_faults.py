@@ -22,7 +22,7 @@ from mcp.client.stdio import StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 
 from conftest import free_port, rlm_mcp_command
-from rel_support import (
+from support import (
     FakeOpenAI,
     call,
     call_raw,

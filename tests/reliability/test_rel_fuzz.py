@@ -26,7 +26,7 @@ from hypothesis import HealthCheck, given, reject, settings
 from hypothesis import strategies as st
 from mcp import Client
 
-from rel_support import http_server
+from support import http_server
 from rlm_mcp.config import Settings
 from rlm_mcp.server import build_server
 

@@ -20,7 +20,7 @@ import time
 import anyio
 from mcp import Client
 
-from rel_support import call, gone, http_server, tree_rss, wait_for, worker_pid
+from support import call, gone, http_server, tree_rss, wait_for, worker_pid
 
 SESSIONS = int(os.environ.get("RLM_LOAD_SESSIONS", "20"))
 # Per-worker RSS is ~20-30 MB; the server's own grows a little per session. Generous, but a leak

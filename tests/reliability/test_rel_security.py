@@ -22,7 +22,7 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 
-from rel_support import FakeOpenAI, call, call_raw, http_server, serve_fake_openai, worker_pid
+from support import FakeOpenAI, call, call_raw, http_server, serve_fake_openai, worker_pid
 from rlm_mcp.errors import UrlNotAllowed
 from rlm_mcp.loaders import LoadLimits, _refused_kind, load_url
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +13,8 @@ import pytest
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 
-from conftest import free_port, pid_alive, rlm_mcp_command
+from conftest import pid_alive, rlm_mcp_command
+from support import http_server as serve_http
 
 
 async def _call(client: Client, tool: str, **args):
@@ -66,30 +65,8 @@ def test_cli_refuses_bad_flags_with_a_message():
 
 @pytest.fixture
 def http_server(tmp_path: Path) -> Iterator[str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [rlm_mcp_command(), "--http", "--port", str(port), "--root", str(tmp_path)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )
-    url = f"http://127.0.0.1:{port}/mcp"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/", timeout=0.5)
-            break
-        except httpx.TransportError:
-            if proc.poll() is not None:
-                raise RuntimeError(proc.stderr.read().decode())
-            time.sleep(0.1)
-    try:
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with serve_http(root=tmp_path) as server:
+        yield server.url
 
 
 async def test_http_sessions_are_isolated_and_their_workers_reaped(http_server: str):

@@ -1,4 +1,4 @@
-"""Helpers for the reliability tests: process trees from /proc, a real ``rlm-mcp --http`` server,
+"""Test support shared by the suites: process trees from /proc, a real ``rlm-mcp --http`` server,
 tool calls that fail loudly, polling.
 
 Everything here stays on 127.0.0.1.
@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -24,11 +23,7 @@ from mcp import Client
 
 from conftest import free_port, rlm_mcp_command
 
-# The fake OpenAI server lives with the rlm_mcp tests; make it importable when only this folder runs.
-_LLM_SERVER_DIR = str(Path(__file__).resolve().parent.parent / "rlm_mcp")
-if _LLM_SERVER_DIR not in sys.path:
-    sys.path.append(_LLM_SERVER_DIR)
-from llm_server import FakeOpenAI, serve_fake_openai  # noqa: E402
+from llm_server import FakeOpenAI, serve_fake_openai
 
 __all__ = [
     "FakeOpenAI",
