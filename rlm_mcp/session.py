@@ -32,7 +32,8 @@ from . import contexts as ctxmod
 from .backends.base import SubLlm
 from .config import Settings
 from .errors import InvalidInput, RlmError, SubQueryFailed, TooLarge, UnknownVariable
-from .loaders import LoadedSource, LoadLimits, load_glob, load_path, load_text, load_url
+from .loaders import LoadedSource, LoadLimits, load_glob, load_path, load_text
+from .urls import load_url
 from .solver import SolveResult, run_rlm_loop
 from .subqueries import Selection, SubQueryRouter
 from .tokens import get_token_counter

@@ -24,7 +24,8 @@ from mcp.shared._httpx_utils import create_mcp_http_client
 
 from support import FakeOpenAI, call, call_raw, http_server, serve_fake_openai, worker_pid
 from rlm_mcp.errors import UrlNotAllowed
-from rlm_mcp.loaders import LoadLimits, _refused_kind, load_url
+from rlm_mcp.loaders import LoadLimits
+from rlm_mcp.urls import _refused_kind, load_url
 
 INIT = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
         "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}

@@ -11,7 +11,8 @@ import httpx
 import pytest
 
 from rlm_mcp.errors import InvalidInput, PathNotAllowed, SourceError, TooLarge, UrlNotAllowed
-from rlm_mcp.loaders import LoadLimits, load_glob, load_path, load_text, load_url, resolve_path
+from rlm_mcp.loaders import LoadLimits, load_glob, load_path, load_text, resolve_path
+from rlm_mcp.urls import load_url
 
 # ---------------------------------------------------------------- a tree of files
 
@@ -359,7 +360,7 @@ async def test_each_redirect_hop_is_rechecked():
 
 async def test_connect_time_check_refuses_loopback(server):
     """The default transport re-checks the address when it connects (against DNS rebinding)."""
-    from rlm_mcp.loaders import _default_transport
+    from rlm_mcp.urls import _default_transport
 
     async with httpx.AsyncClient(transport=_default_transport(LoadLimits(allow_url=True))) as client:
         with pytest.raises(UrlNotAllowed, match="loopback"):
@@ -368,9 +369,9 @@ async def test_connect_time_check_refuses_loopback(server):
 
 async def test_pinned_connection_loads_when_the_address_is_allowed(server, monkeypatch):
     """With the address policy satisfied, the checked IP is dialled and the page loads."""
-    import rlm_mcp.loaders as loaders
+    import rlm_mcp.urls as urls
 
-    monkeypatch.setattr(loaders, "_refused_kind", lambda ip: None)
+    monkeypatch.setattr(urls, "_refused_kind", lambda ip: None)
     port = server.rsplit(":", 1)[1]
     src = await load_url(f"http://localhost:{port}/text", LoadLimits(allow_url=True, url_timeout=5))
     assert src.text == "hello from the server\n"
