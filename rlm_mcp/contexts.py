@@ -21,6 +21,7 @@ from typing import Any
 from rlm_mcp.errors import InvalidInput, InvalidPattern, InvalidRange, UnknownContext
 
 __all__ = [
+    "check_name",
     "Context",
     "ContextStore",
     "peek",
@@ -103,6 +104,15 @@ class Context:
         self.tokens = self.token_encoding = None
 
 
+def check_name(name: object) -> None:
+    """Refuse a context name that is not 1-128 letters, digits, '_', '-' or '.'."""
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
+        raise InvalidInput(
+            f"Invalid context name {name!r}: use 1-128 letters, digits, '_', '-' or '.', "
+            "starting with a letter or digit (e.g. 'context', 'docs_2024')."
+        )
+
+
 class ContextStore:
     """The contexts of one session, by name."""
 
@@ -119,11 +129,7 @@ class ContextStore:
     ) -> Context:
         """Store ``text`` as ``name`` (replacing it), or with ``append`` add it to the end of the
         existing context (created when missing; its token count is reset)."""
-        if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
-            raise InvalidInput(
-                f"Invalid context name {name!r}: use 1-128 letters, digits, '_', '-' or '.', "
-                "starting with a letter or digit (e.g. 'context', 'docs_2024')."
-            )
+        check_name(name)
         if not isinstance(text, str):
             raise InvalidInput(f"Context text must be a string, not {type(text).__name__}.")
         existing = self._contexts.get(name)

@@ -8,7 +8,6 @@ Outputs are capped (hosts cut long tool results) and say how to read the rest.
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -37,9 +36,10 @@ from .urls import load_url
 from .solver import SolveResult, run_rlm_loop
 from .subqueries import Selection, SubQueryRouter
 from .tokens import get_token_counter
+from .shaping import cap_text, clean_json, shape_exec_result
 from .trace import Tracer
 
-__all__ = ["RlmSession", "Progress", "cap_text"]
+__all__ = ["RlmSession", "Progress"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,14 +47,6 @@ Progress = Callable[[float, "float | None", str], Awaitable[None]]
 
 _PREVIEW = 300
 _MIB = 1024 * 1024
-
-
-def cap_text(text: str, limit: int, more: str) -> tuple[str, bool]:
-    """Cut ``text`` to ``limit`` characters with a note saying how to see the rest."""
-    if len(text) <= limit:
-        return text, False
-    note = f"\n[... truncated: {len(text) - limit:,} more characters. {more}]"
-    return text[:limit] + note, True
 
 
 class RlmSession:
@@ -220,7 +212,7 @@ class RlmSession:
         return await self._store(name, source, append, progress)
 
     async def _store(self, name: str, source: LoadedSource, append: bool, progress: Progress | None) -> dict[str, Any]:
-        _check_context_name(name)
+        ctxmod.check_name(name)
         previous = self.contexts.get(name) if append and name in self.contexts else None
         counter = get_token_counter()
         new_tokens = 0
@@ -455,55 +447,7 @@ class RlmSession:
         }
 
     def shape_result(self, result: ExecResult) -> dict[str, Any]:
-        """The exec_python JSON: capped stdout and final answer, with notes on how to see more."""
-        limit = self.settings.max_output_chars
-        notes = list(result.notes)
-        final = result.final
-        final_chars = len(final) if final is not None else 0
-        if final is not None:
-            final, cut = cap_text(final, limit // 2 if result.stdout else limit,
-                                  "Read the rest with get_variable('FINAL', start=...).")
-            if cut:
-                notes.append(f"the final answer has {final_chars:,} characters; read it in slices with "
-                             "get_variable('FINAL', start, end)")
-        room = max(limit - (len(final) if final else 0), 1000)
-        stdout, cut = cap_text(result.stdout, room, "Print less, or keep results in variables and read "
-                               "them with get_variable(name, start, end).")
-        shaped: dict[str, Any] = {
-            "status": result.status,
-            "stdout": stdout,
-            "error": result.error,
-            "final": final,
-            "variables": result.variables,
-            "pending": self._shape_pending(result, limit - len(stdout) - (len(final) if final else 0)),
-        }
-        if result.removed:
-            shaped["removed"] = result.removed
-        if result.restarted:
-            shaped["restarted"] = True
-            shaped["variables_lost"] = result.variables_lost
-        if final is not None:
-            shaped["final_chars"] = final_chars
-        if notes:
-            shaped["notes"] = notes
-        return _clean(shaped)
-
-    def _shape_pending(self, result: ExecResult, room: int) -> list[dict[str, Any]]:
-        """Pending prompts for the root model, cut to fit the output cap; the rest is readable with
-        get_variable('pending:<id>')."""
-        if not result.pending:
-            return []
-        share = max(room, 4000) // len(result.pending)
-        shaped = []
-        for p in result.pending:
-            item: dict[str, Any] = {"id": p.id, "prompt": p.prompt}
-            if len(p.prompt) > share:
-                item["prompt"] = p.prompt[: max(share, 200)]
-                item["prompt_chars"] = len(p.prompt)
-                item["truncated"] = True
-                item["read_more"] = f"get_variable(name='pending:{p.id}', start={max(share, 200)})"
-            shaped.append(item)
-        return shaped
+        return shape_exec_result(result, self.settings.max_output_chars)
 
     def pending_prompts(self) -> list[dict[str, str]]:
         """The full prompts of the paused execution (for input-required rounds)."""
@@ -537,7 +481,7 @@ class RlmSession:
                   "text": piece.text, "truncated": truncated}
         if truncated:
             result["note"] = f"capped at {limit:,} characters; continue with get_variable({name!r}, start={piece.end})"
-        return _clean(result)
+        return clean_json(result)
 
     async def reset(self, keep_contexts: bool = True) -> dict[str, Any]:
         if not keep_contexts:
@@ -580,28 +524,3 @@ def _context_info(ctx: ctxmod.Context) -> str:
     head = ctx.text[:500]
     return (f"The context has {ctx.chars:,} characters in {ctx.lines:,} lines"
             f"{f' from {len(ctx.files)} files' if ctx.files else ''}. Its first characters:\n{head}")
-
-
-def _clean(value: Any) -> Any:
-    """Replace lone surrogates (code can build them) so the JSON layer can encode the result."""
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-            return value
-        except UnicodeEncodeError:
-            return value.encode("utf-8", "replace").decode("utf-8")
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_clean(v) for v in value]
-    return value
-
-
-if sys.version_info < (3, 11):  # pragma: no cover
-    raise RuntimeError("rlm-mcp needs Python 3.11 or newer")
-
-
-def _check_context_name(name: str) -> None:
-    """Refuse a bad name before any work (the store checks again when adding)."""
-    probe = ctxmod.ContextStore()
-    probe.add(name, "")

@@ -19,7 +19,7 @@ from sandbox import SandboxError
 from . import mrtr
 from .errors import RlmError
 from .registry import SessionRegistry
-from .session import _clean
+from .shaping import clean_json
 
 __all__ = ["register_tools"]
 
@@ -40,9 +40,9 @@ async def _run(call: Awaitable[T]) -> T:
     results and messages that echo them get U+FFFD instead.
     """
     try:
-        return _clean(await call)
+        return clean_json(await call)
     except (RlmError, SandboxError) as exc:
-        message = _clean(str(exc))
+        message = clean_json(str(exc))
         if len(message) > _MAX_ERROR_CHARS:  # it echoes a huge argument back
             message = message[:_MAX_ERROR_CHARS] + f" [... {len(message) - _MAX_ERROR_CHARS:,} more characters]"
         raise ToolError(message) from exc
@@ -243,7 +243,7 @@ def register_tools(mcp: MCPServer, registry: SessionRegistry) -> None:
         contexts, variables, the sandbox worker, pending sub-queries and limits."""
         session = await session_for(ctx)
         session.router.select(ctx)
-        return _clean(registry.status(session, ctx))
+        return clean_json(registry.status(session, ctx))
 
     @mcp.tool(annotations=ToolAnnotations(destructive_hint=True, open_world_hint=False))
     async def reset_session(ctx: Context, keep_contexts: bool = True) -> dict[str, Any]:
