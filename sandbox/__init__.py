@@ -9,19 +9,19 @@ from .errors import (
     WorkerCrashed,
     WorkerStartFailed,
 )
-from .host import (
+from .host import SandboxSession
+from .modules import ALLOWED_MODULES
+from .values import (
     PAUSE,
     ExecResult,
     Limits,
     PendingQuery,
-    SandboxSession,
     SessionState,
     SubQueryFailure,
     SubQueryHandler,
     SubQueryRequest,
     VariableSlice,
 )
-from .modules import ALLOWED_MODULES
 
 __all__ = [
     "ALLOWED_MODULES",

@@ -27,7 +27,14 @@ from typing import Any
 
 from . import protocol
 from .modules import build_namespaces, make_import
-from .policy import RESERVED_NAMES, ModuleNamespace, compile_code, hint_for, make_builtins, make_guards
+from .policy import (
+    RESERVED_NAMES,
+    ModuleNamespace,
+    compile_code,
+    hint_for,
+    make_builtins,
+    make_guards,
+)
 
 _MIB = 1024 * 1024
 _SIZED = (str, list, dict, set, tuple, bytes, bytearray, frozenset)
