@@ -15,14 +15,12 @@ an execution for as long as a human-speed root model needs.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import reprlib
 import resource
 import signal
 import sys
-from collections.abc import Callable
 from typing import Any
 
 from . import protocol
@@ -46,49 +44,6 @@ class _ExecTimeout(BaseException):
 
 class SubQueryError(Exception):
     """Raised by llm_query when the sub-LLM call failed; sandboxed code may catch it."""
-
-
-class _Channel:
-    def __init__(self, rfd: int, wfd: int) -> None:
-        self._r = io.FileIO(rfd, "rb", closefd=True)
-        self._w = io.FileIO(wfd, "wb", closefd=True)
-        # Called with each header before its payload is read (to make room for it).
-        self.on_header: Callable[[dict[str, Any]], None] | None = None
-
-    def _read_exactly(self, n: int) -> bytearray:
-        buf = bytearray(n)
-        view = memoryview(buf)
-        got = 0
-        while got < n:
-            chunk = self._r.readinto(view[got:])
-            if not chunk:
-                raise EOFError
-            got += chunk
-        return buf
-
-    def recv(self) -> tuple[dict[str, Any], bytearray | None]:
-        (size,) = protocol.HEADER.unpack(self._read_exactly(protocol.HEADER.size))
-        if size > protocol.MAX_HEADER:
-            raise EOFError
-        message = protocol.decode_header(bytes(self._read_exactly(size)))
-        payload_len = message.get("payload")
-        if payload_len is None:
-            return message, None
-        if self.on_header is not None:
-            self.on_header(message)
-        return message, self._read_exactly(payload_len)
-
-    def send(self, message: dict[str, Any], payload: bytes | None = None) -> None:
-        data = protocol.encode_header(message, None if payload is None else len(payload))
-        self._write_all(data)
-        if payload:
-            self._write_all(payload)
-
-    def _write_all(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            written = self._w.write(view)
-            view = view[written:]
 
 
 class _Output:
@@ -117,7 +72,7 @@ class _Output:
 
 
 class Worker:
-    def __init__(self, channel: _Channel, config: dict[str, Any]) -> None:
+    def __init__(self, channel: protocol.BlockingChannel, config: dict[str, Any]) -> None:
         self.channel = channel
         self.exec_timeout = float(config.get("exec_timeout", 60.0))
         self.memory_mb = config.get("memory_mb")
@@ -568,7 +523,7 @@ def main() -> None:
     os.dup2(devnull, 1)
     os.close(devnull)
     sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
-    channel = _Channel(rfd, wfd)
+    channel = protocol.BlockingChannel(rfd, wfd)
     worker = Worker(channel, config)
     worker.apply_limits()
     channel.on_header = worker.before_payload
