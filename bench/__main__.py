@@ -16,6 +16,10 @@ _BENCHMARKS = {
                "over the ideal time"),
     "peers": ("bench.bench_peers", "side by side with aleph-rlm and rlms (own venv, bench/.peers-venv): "
               "load, exec, analysis, peek, search, memory at 1/50/200 MB"),
+    "quality": ("bench.bench_quality", "RLM vs bare model on S-NIAH, OOLONG-like and pairs tasks with a real local "
+                "model (SmolLM2-135M via llama-cpp-python, own venv bench/.quality-venv)"),
+    "soak": ("bench.soak", "rlm-mcp --http under a stream of short sessions for --minutes N (default 2): "
+             "RSS of server + workers and latency per minute, last/first ratios, workers reaped"),
 }
 
 
@@ -31,9 +35,14 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--quick", action="store_true",
                        help="smaller inputs and fewer repetitions (well under 2 minutes); "
                        "writes bench/results/<name>-quick.md")
+        if name == "quality":  # the one benchmark that can use the user's own endpoint
+            p.add_argument("--base-url", help="an OpenAI-compatible endpoint to use instead of starting one")
+            p.add_argument("--model", help="the model name to send to --base-url")
+        if name == "soak":
+            p.add_argument("--minutes", type=float, help="how long to run (default 2; 1 with --quick)")
     args = parser.parse_args(argv)
     module = importlib.import_module(_BENCHMARKS[args.name][0])
-    return module.run(quick=args.quick)
+    return module.run(quick=args.quick, **{k: v for k, v in vars(args).items() if k not in ("name", "quick")})
 
 
 if __name__ == "__main__":
