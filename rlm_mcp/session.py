@@ -317,7 +317,7 @@ class RlmSession:
         if not isinstance(answers, Mapping) or not answers:
             raise InvalidInput("answers must be a non-empty object {id: answer} for the pending sub-queries.")
         sandbox = await self.sandbox()
-        pending = {p.id: p.prompt for p in sandbox.pending}
+        pending = {p.id: p.text for p in sandbox.pending}
         if not pending:
             raise InvalidInput("No execution is waiting for sub-query answers (nothing is paused).")
         unknown = [key for key in answers if key not in pending]
@@ -371,7 +371,7 @@ class RlmSession:
         if self.tracer is not None:
             self.tracer.write({"type": "exec", "code": code, "status": result.status, "stdout": result.stdout,
                                "error": result.error, "final": result.final,
-                               "pending": [p.prompt for p in result.pending],
+                               "pending": [p.text for p in result.pending],
                                "seconds": round(result.duration, 4)})
 
     # -- sub-queries from the root ------------------------------------------------------------
@@ -452,7 +452,7 @@ class RlmSession:
     def pending_prompts(self) -> list[dict[str, str]]:
         """The full prompts of the paused execution (for input-required rounds)."""
         sandbox = self._sandbox
-        return [{"id": p.id, "prompt": p.prompt} for p in sandbox.pending] if sandbox else []
+        return [{"id": p.id, "prompt": p.text} for p in sandbox.pending] if sandbox else []
 
     async def get_variable(self, name: str, start: int = 0, end: int | None = None) -> dict[str, Any]:
         if not isinstance(name, str) or not name:
@@ -463,7 +463,7 @@ class RlmSession:
         want_end = start + limit if end is None else min(end, start + limit)
         sandbox = await self.sandbox()
         if name.startswith("pending:"):
-            prompts = {p.id: p.prompt for p in sandbox.pending}
+            prompts = {p.id: p.text for p in sandbox.pending}
             if name[8:] not in prompts:
                 raise UnknownVariable(f"No pending sub-query {name[8:]!r}; pending: {sorted(prompts) or 'none'}.")
             text = prompts[name[8:]]
@@ -507,7 +507,7 @@ class RlmSession:
                 "state": sandbox.state.value if sandbox else "stopped",
                 "restarts": sandbox.restarts if sandbox else 0,
             },
-            "pending": [{"id": p.id, "prompt": p.prompt[:200]} for p in (sandbox.pending if sandbox else [])],
+            "pending": [{"id": p.id, "prompt": p.text[:200]} for p in (sandbox.pending if sandbox else [])],
             "executions": self.executions,
             "limits": {
                 "exec_timeout": self.settings.exec_timeout,

@@ -78,10 +78,11 @@ def _shape_pending(result: ExecResult, room: int) -> list[dict[str, Any]]:
     share = max(room, 4000) // len(result.pending)
     shaped = []
     for p in result.pending:
-        item: dict[str, Any] = {"id": p.id, "prompt": p.prompt}
-        if len(p.prompt) > share:
-            item["prompt"] = p.prompt[: max(share, 200)]
-            item["prompt_chars"] = len(p.prompt)
+        text = p.text
+        item: dict[str, Any] = {"id": p.id, "prompt": text}
+        if len(text) > share:
+            item["prompt"] = text[: max(share, 200)]
+            item["prompt_chars"] = len(text)
             item["truncated"] = True
             item["read_more"] = f"get_variable(name='pending:{p.id}', start={max(share, 200)})"
         shaped.append(item)

@@ -83,6 +83,11 @@ class PendingQuery:
     kind: str = "llm"
     context: str | None = None
 
+    @property
+    def text(self) -> str:
+        """What the answerer must read: the prompt, and for ``rlm_query`` its context after it."""
+        return f"{self.prompt}\n\n{self.context}" if self.context else self.prompt
+
 
 @dataclass
 class ExecResult:

@@ -264,3 +264,11 @@ async def test_prompts_over_the_cap_fail_alone(make_client, size):
                 assert "--max-prompt-chars" in result["stdout"] and "ANSWER[ok]" in result["stdout"]
             else:
                 assert "Error" not in result["stdout"]
+
+
+async def test_in_host_mode_an_rlm_query_shows_its_context_to_the_answering_model(make_client):
+    async with make_client("legacy", sub_llm="host") as client:
+        paused = await call(client, "exec_python", code="r = rlm_query('Which colour?', 'the sky is green')")
+        assert paused["pending"][0]["prompt"] == "Which colour?\n\nthe sky is green"
+        done = await call(client, "answer_sub_queries", answers={paused["pending"][0]["id"]: "green"})
+        assert done["status"] == "ok" and done["variables"]["r"] == "str[5] 'green'"
