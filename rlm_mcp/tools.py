@@ -19,6 +19,7 @@ from sandbox import SandboxError
 from . import mrtr
 from .errors import RlmError
 from .registry import SessionRegistry
+from .session import RlmSession
 from .shaping import clean_json
 
 __all__ = ["register_tools"]
@@ -49,8 +50,13 @@ async def _run(call: Awaitable[T]) -> T:
 
 
 def register_tools(mcp: MCPServer, registry: SessionRegistry) -> None:
-    async def session_for(ctx: Context):  # noqa: ANN202 - RlmSession
-        return await registry.for_context(ctx)
+    async def session_for(ctx: Context, sub_queries: bool = False) -> RlmSession:
+        """The caller's session; with ``sub_queries``, also the backend and progress sink for the
+        sub-queries this call may make (what works depends on this request's client and protocol)."""
+        session = await registry.for_context(ctx)
+        if sub_queries:
+            session.use(session.router.select(ctx), progress_for(ctx))
+        return session
 
     def progress_for(ctx: Context) -> Callable[[float, float | None, str], Awaitable[None]]:
         async def progress(done: float, total: float | None, message: str) -> None:
@@ -168,10 +174,8 @@ def register_tools(mcp: MCPServer, registry: SessionRegistry) -> None:
         Example: exec_python(code="chunks = [context[i:i+50000] for i in range(0, len(context), 50000)]\\n"
                                    "print(len(chunks))")
         """
-        session = await session_for(ctx)
-        selection = session.router.select(ctx)
-        session.use(selection, progress_for(ctx))
-        if selection.mode == "mrtr":
+        session = await session_for(ctx, sub_queries=True)
+        if session.selection.mode == "mrtr":
             return await _run(mrtr.exec_round(session, ctx, code))
         return await _run(session.exec_python(code))
 
@@ -187,8 +191,7 @@ def register_tools(mcp: MCPServer, registry: SessionRegistry) -> None:
 
         Example: answer_sub_queries(answers={"q1.0": "3 errors", "q1.1": "none"})
         """
-        session = await session_for(ctx)
-        session.use(session.router.select(ctx), progress_for(ctx))
+        session = await session_for(ctx, sub_queries=True)
         return await _run(session.resume(answers))
 
     @mcp.tool(annotations=LOCAL)
@@ -202,10 +205,8 @@ def register_tools(mcp: MCPServer, registry: SessionRegistry) -> None:
         Example: sub_query(prompt="List the people named in this section.", name="context",
                            start=120000, end=160000)
         """
-        session = await session_for(ctx)
-        selection = session.router.select(ctx)
-        session.use(selection, progress_for(ctx))
-        if selection.mode == "mrtr":
+        session = await session_for(ctx, sub_queries=True)
+        if session.selection.mode == "mrtr":
             return await _run(mrtr.sub_query_round(session, ctx, prompt, name, start, end))
         return await _run(session.sub_query(prompt, name, start, end))
 
@@ -221,9 +222,7 @@ def register_tools(mcp: MCPServer, registry: SessionRegistry) -> None:
 
         Example: rlm_solve(question="How many distinct error codes appear?", name="logs")
         """
-        session = await session_for(ctx)
-        selection = session.router.select(ctx)
-        session.use(selection, progress_for(ctx))
+        session = await session_for(ctx, sub_queries=True)
         return await _run(session.solve(question, name, progress_for(ctx)))
 
     @mcp.tool(annotations=READ_ONLY)
@@ -241,8 +240,7 @@ def register_tools(mcp: MCPServer, registry: SessionRegistry) -> None:
     async def rlm_status(ctx: Context) -> dict[str, Any]:
         """Show this session's state: sub-LLM backend in use (and why), budgets spent and left,
         contexts, variables, the sandbox worker, pending sub-queries and limits."""
-        session = await session_for(ctx)
-        session.router.select(ctx)
+        session = await session_for(ctx, sub_queries=True)
         return clean_json(registry.status(session, ctx))
 
     @mcp.tool(annotations=ToolAnnotations(destructive_hint=True, open_world_hint=False))
