@@ -11,7 +11,8 @@ stdio, where the process has one client; over HTTP, use protocol 2025-11-25
 (Mcp-Session-Id) when clients must be isolated.
 
 Independently, a worker idle for ``--idle-timeout`` seconds is stopped; its
-session keeps the contexts and starts a new worker on next use.
+session keeps the contexts and starts a new worker on next use. Over HTTP the
+SDK also ends a session idle that long, and the session's contexts go with it.
 """
 
 from __future__ import annotations
