@@ -6,6 +6,8 @@ import datetime as _dt
 import os
 import platform
 import shlex
+import socket
+import subprocess
 import statistics
 import sys
 import threading
@@ -17,12 +19,15 @@ __all__ = [
     "MB",
     "Report",
     "RssSampler",
+    "children",
     "fmt_bytes",
+    "free_port",
     "fmt_s",
     "log_text",
     "median",
     "process_tree",
     "rss_bytes",
+    "stop_process",
     "timed",
 ]
 
@@ -92,7 +97,8 @@ def rss_bytes(pid: int) -> int:
     return 0
 
 
-def _children(pid: int) -> list[int]:
+def children(pid: int) -> list[int]:
+    """Direct children of ``pid`` (zombies included)."""
     found: list[int] = []
     try:
         tasks = os.listdir(f"/proc/{pid}/task")
@@ -107,13 +113,30 @@ def _children(pid: int) -> list[int]:
     return found
 
 
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (benchmarks never listen anywhere else)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL after 15 s; always reaped."""
+    proc.terminate()
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def process_tree(pid: int) -> list[int]:
     """``pid`` and all its descendants."""
     tree, todo = [], [pid]
     while todo:
         p = todo.pop()
         tree.append(p)
-        todo.extend(_children(p))
+        todo.extend(children(p))
     return tree
 
 

@@ -4,7 +4,6 @@ real model's speed. Runs uvicorn in a thread; ``with serve(latency) as url:``.""
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -15,6 +14,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+
+from ._common import free_port
 
 __all__ = ["serve"]
 
@@ -28,9 +29,7 @@ def serve(latency: float) -> Iterator[str]:
         return JSONResponse({"choices": [{"index": 0, "message": {"role": "assistant", "content": text}}],
                              "usage": {"prompt_tokens": 20, "completion_tokens": 8}})
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     app = Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])])
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
     thread = threading.Thread(target=server.run, daemon=True)

@@ -33,6 +33,8 @@ from typing import Any
 import anyio
 from anyio.streams.buffered import BufferedByteReceiveStream
 
+from ._common import children
+
 __all__ = ["PEERS_VENV", "Aleph", "Ours", "PeerError", "Rlms", "ensure_peers_venv", "start_engine_driver"]
 
 PEERS_VENV = Path(__file__).resolve().parent / ".peers-venv"
@@ -152,16 +154,7 @@ def ensure_peers_venv() -> dict[str, str]:
 
 def _direct_children() -> set[int]:
     """Processes whose parent is this one (a spawned server shows up here)."""
-    me, found = os.getpid(), set()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == me:
-                found.add(int(entry))
-    return found
+    return set(children(os.getpid()))
 
 
 def _new_child(before: set[int]) -> int:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+
+from ._common import free_port, stop_process
 
 __all__ = ["Bare", "MODEL_NAME", "N_CTX", "VENV", "ensure_venv", "find_gguf", "serve", "venv_python"]
 
@@ -81,16 +82,10 @@ def find_gguf() -> Path:
     return found[0]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextmanager
 def serve(gguf: Path, log_path: Path, threads: int = 2) -> Iterator[str]:
     """Run ``python -m llama_cpp.server`` on a free loopback port; yields its ``/v1`` base URL."""
-    port = _free_port()
+    port = free_port()
     cmd = [str(venv_python()), "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", MODEL_NAME,
            "--n_ctx", str(N_CTX), "--n_threads", str(threads), "--n_threads_batch", str(threads),
            "--host", "127.0.0.1", "--port", str(port), "--interrupt_requests", "False",
@@ -116,12 +111,7 @@ def serve(gguf: Path, log_path: Path, threads: int = 2) -> Iterator[str]:
             time.sleep(0.3)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
 
 
 class Bare:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,7 +29,7 @@ from dataclasses import dataclass, field
 
 import anyio
 
-from ._common import MB, Report, fmt_bytes, fmt_s, log_text, process_tree, rss_bytes
+from ._common import MB, Report, children, fmt_bytes, fmt_s, free_port, log_text, process_tree, rss_bytes, stop_process
 
 __all__ = ["run"]
 
@@ -47,16 +46,6 @@ class _Stats:
     rss: list[tuple[float, int, int]] = field(default_factory=list)  # (time, bytes, children)
     server_rss: list[tuple[float, int]] = field(default_factory=list)  # the server process alone
     load: list[tuple[float, float]] = field(default_factory=list)  # 1-minute load average
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _children(pid: int) -> list[int]:
-    return process_tree(pid)[1:]
 
 
 def _tree_rss(pid: int) -> int:
@@ -122,7 +111,7 @@ async def _loop(url: str, index: int, deadline: float, stats: _Stats) -> None:
 async def _sampler(pid: int, stats: _Stats, stop: anyio.Event) -> None:
     while not stop.is_set():
         now = time.monotonic()
-        stats.rss.append((now, _tree_rss(pid), len(_children(pid))))
+        stats.rss.append((now, _tree_rss(pid), len(children(pid))))
         stats.server_rss.append((now, rss_bytes(pid)))
         stats.load.append((now, os.getloadavg()[0]))
         with anyio.move_on_after(1.0):
@@ -142,7 +131,7 @@ def _slope_mb_per_min(points: list[tuple[float, int, int]]) -> float:
 async def _main(minutes: float, quick: bool) -> int:
     report = Report("soak", quick, __doc__.split("\n\n", 1)[1] if __doc__ else "")
     report.start()
-    port = _free_port()
+    port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
         proc = subprocess.Popen(
             [sys.executable, "-m", "rlm_mcp", "--http", "--host", "127.0.0.1", "--port", str(port),
@@ -164,17 +153,12 @@ async def _main(minutes: float, quick: bool) -> int:
                 stop.set()
             # Every session is closed: its worker must go.
             reap_deadline = time.monotonic() + 30
-            while _children(proc.pid) and time.monotonic() < reap_deadline:
+            while children(proc.pid) and time.monotonic() < reap_deadline:
                 await anyio.sleep(0.1)
-            left = _children(proc.pid)
+            left = children(proc.pid)
             after = _tree_rss(proc.pid)
         finally:
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc)
 
     t0 = stats.started
     n_minutes = max(1, int(-(-minutes // 1)))
