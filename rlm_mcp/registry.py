@@ -164,6 +164,5 @@ class SessionRegistry:
     def status(self, session: RlmSession, ctx: Context) -> dict[str, Any]:
         status = session.status()
         status["protocol_version"] = ctx.protocol_version
-        status.setdefault("sub_llm", session.sub_llm_status() if hasattr(session, "sub_llm_status") else None)
         status["max_depth"] = self.settings.max_depth
         return status
