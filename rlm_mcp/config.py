@@ -144,10 +144,18 @@ def settings_from_args(argv: Sequence[str] | None = None, env: Mapping[str, str]
     if args.roots:
         values["roots"] = tuple(Path(p) for p in args.roots)
     if "roots" in values:
-        values["roots"] = tuple(Path(p).expanduser().resolve() for p in values["roots"])
+        values["roots"] = tuple(_resolve_root(parser, p) for p in values["roots"])
     settings = Settings(**values)
     _validate(parser, settings)
     return settings
+
+
+def _resolve_root(parser: argparse.ArgumentParser, root: Path) -> Path:
+    try:
+        return root.expanduser().resolve()
+    except (RuntimeError, OSError, ValueError) as exc:  # '~nouser', a symlink loop, a NUL byte
+        parser.error(f"--root {str(root)!r} is not a usable folder ({exc})")
+        raise  # unreachable: parser.error exits
 
 
 def _validate(parser: argparse.ArgumentParser, s: Settings) -> None:

@@ -90,8 +90,19 @@ def _too_big(what: str, size: int, limits: LoadLimits) -> TooLarge:
 # ---------------------------------------------------------------- paths
 
 
+def _expand_user(path: str | Path) -> Path:
+    """``~`` and ``~user`` expanded; an unknown user (or no home at all) is the caller's mistake."""
+    try:
+        return Path(path).expanduser()
+    except RuntimeError as exc:  # "Could not determine home directory."
+        raise InvalidInput(
+            f"{str(path)!r} starts with '~' but that home folder is unknown ({exc}); "
+            f"pass a path relative to the first root, or an absolute one."
+        ) from exc
+
+
 def _resolved_roots(roots) -> list[Path]:
-    resolved = [Path(r).expanduser().resolve() for r in roots]
+    resolved = [_expand_user(r).resolve() for r in roots]
     if not resolved:
         raise PathNotAllowed(f"No folders are allowed for loading; start the server with {ROOT_FLAG} DIR.")
     return resolved
@@ -116,7 +127,10 @@ def resolve_path(path: str, roots) -> Path:
     if not isinstance(path, str) or not path.strip():
         raise InvalidInput("path must be a non-empty string: a file or folder inside the allowed roots.")
     resolved_roots = _resolved_roots(roots)
-    candidate = Path(path).expanduser()
+    try:
+        candidate = _expand_user(path)
+    except ValueError as exc:  # a NUL byte in a '~user' name
+        raise InvalidInput(f"{path!r} is not a usable path ({exc}); pass a plain file or folder name.") from exc
     if not candidate.is_absolute():
         candidate = resolved_roots[0] / candidate
     try:

@@ -33,6 +33,8 @@ def test_flags_win_over_environment_which_wins_over_defaults(tmp_path: Path):
         (["--max-concurrency", "0"], {}),
         (["--port", "70000"], {}),
         (["--root", "/definitely/not/here"], {}),
+        (["--root", "~nobody-such-user"], {}),  # expanduser raises RuntimeError for an unknown user
+        ([], {"RLM_ROOTS": "~nobody-such-user"}),
         ([], {"RLM_EXEC_TIMEOUT": "soon"}),
     ],
 )
