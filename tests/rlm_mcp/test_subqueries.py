@@ -216,6 +216,33 @@ async def test_rlm_solve_runs_the_whole_loop_with_a_scripted_root(make_client):
         assert len(roots) == 3 and "100" in roots[1]["messages"][-1]["content"]
 
 
+async def test_rlm_solve_plays_the_root_through_the_clients_sampling(make_client):
+    """The host's own model is the root: each turn is a sampling request carrying the conversation."""
+    requests: list[types.CreateMessageRequestParams] = []
+
+    async def host_model(context, params: types.CreateMessageRequestParams):
+        requests.append(params)
+        messages = [{"role": "system", "content": params.system_prompt or ""}]
+        messages += [{"role": m.role, "content": m.content.text} for m in params.messages]
+        return types.CreateMessageResult(role="assistant", model="host-model",
+                                         content=types.TextContent(type="text", text=scripted_root(messages)))
+
+    async with make_client("legacy", sampling_callback=host_model) as client:
+        await call(client, "load_context", text="0123456789abcdefghij" * 5)
+        solved = await call(client, "rlm_solve", question="How long?")
+        assert solved["completed"] is True and solved["iterations"] == 3
+        assert solved["final"] == "100 sub:0123456789"
+        status = await call(client, "rlm_status")
+        assert status["sub_llm"]["mode"] == "sampling"
+    roots = [r for r in requests if "REPL" in (r.system_prompt or "")]
+    assert len(roots) == 3
+    # Turn 2 carries turn 1's code (as the assistant) and its REPL output (as the user).
+    assert [m.role for m in roots[1].messages][-2:] == ["assistant", "user"]
+    assert "100" in roots[1].messages[-1].content.text
+    subs = [r for r in requests if "REPL" not in (r.system_prompt or "")]
+    assert sorted(r.messages[-1].content.text for r in subs) == ["0123456789", "abcdefghij"]
+
+
 async def test_rlm_query_is_a_plain_query_at_depth_1_and_a_child_rlm_at_depth_2(make_client):
     with serve_fake_openai(FakeOpenAI(answer=scripted_root)) as fake:
         async with make_client("legacy", llm_base_url=fake.url, max_depth=1) as client:
