@@ -1,107 +1,163 @@
 """The contexts loaded into one session, and the read-only views on them (peek, search).
 
-Contexts can be hundreds of MB. Every operation here costs what its slice or its hits cost, never
-the size of the whole text: slices are sliced, searches stop after the hits they return, and the
-line index (an ``array('q')`` of line-start offsets, 8 bytes per line) is built once per context,
-on first use by line, in well under a second per 100 MB.
+Contexts can be hundreds of MB, and the server does not keep their text: the sandbox worker
+holds the only copy in memory (and the sandbox host a copy on disk to reload a worker from).
+What the server keeps per context is small: its size, a head and a tail for previews, and its
+line index (an ``array`` of line-start offsets, 4 bytes per line below 4 Gi chars, built once at
+load).
+``peek`` and ``search`` read through a ``TextSource``, the worker in a session (and a plain
+string in tests), and cost what their slice or their hits cost, never the size of the text.
 """
 
 from __future__ import annotations
 
 import re
-import threading
-
-import regex as regex_module
 from array import array
 from bisect import bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
+
+import anyio
 
 from rlm_mcp.errors import InvalidInput, InvalidPattern, InvalidRange, UnknownContext
+from sandbox import SearchTimeout, textops
+from sandbox.textops import FindResult
 
 __all__ = [
-    "check_name",
-    "Context",
-    "ContextStore",
-    "peek",
-    "search",
+    "MAX_CHARS_LIMIT",
     "MAX_RESULTS_LIMIT",
     "WINDOW_LIMIT",
-    "MAX_CHARS_LIMIT",
+    "Context",
+    "ContextStore",
+    "StrSource",
+    "TextSource",
+    "check_name",
+    "check_pattern",
+    "line_starts",
+    "peek",
+    "search",
 ]
 
 MAX_RESULTS_LIMIT = 1000
 WINDOW_LIMIT = 5000
 MAX_CHARS_LIMIT = 10_000_000  # a sanity bound; callers pass their own output cap
+EDGE = 2000  # chars of head and tail kept for previews
 
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}")
 _NEWLINE = re.compile("\n")
 _UNITS = ("chars", "lines")
 
 
+class TextSource(Protocol):
+    """Where a context's text is read from."""
+
+    async def slice(self, start: int, end: int) -> str: ...
+
+    async def find(self, pattern: str, *, regex: bool, ignore_case: bool, max_results: int, window: int,
+                   max_chars: int, timeout: float) -> FindResult: ...
+
+
+class StrSource:
+    """A text in this process (tests, and anything that has the string at hand)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    async def slice(self, start: int, end: int) -> str:
+        return self.text[start:end]
+
+    async def find(self, pattern: str, *, regex: bool, ignore_case: bool, max_results: int, window: int,
+                   max_chars: int, timeout: float) -> FindResult:
+        compiled = textops.compile_pattern(pattern, regex, ignore_case)
+        return await anyio.to_thread.run_sync(
+            textops.find_matches, self.text, compiled, max_results, window, max_chars, timeout
+        )
+
+
+def _offsets(end: int) -> str:
+    """The array type code for offsets up to ``end``: 4 bytes each while they fit, else 8."""
+    return "I" if end < 2**32 else "q"
+
+
+def line_starts(text: str, offset: int = 0) -> array:
+    """Offsets (plus ``offset``) where the lines of ``text`` start: 0, then after each "\n"
+    except a trailing one. Measured fastest with the least memory: ~0.35 s and 12 MB for 3M lines."""
+    starts = array(_offsets(offset + len(text)), [offset] if text else [])
+    if offset:
+        starts.extend(m.end() + offset for m in _NEWLINE.finditer(text))
+    else:
+        starts.extend(map(re.Match.end, _NEWLINE.finditer(text)))
+    if len(starts) > 1 and starts[-1] == len(text) + offset:
+        starts.pop()  # a trailing newline ends the last line, starts none
+    return starts
+
+
 @dataclass(eq=False)
 class Context:
-    """One loaded text. ``files`` lists the paths or URL it came from; ``skipped`` the files left
-    out (binary, unreadable). ``tokens`` is None until counted (and after an append)."""
+    """What the server knows of one loaded text. ``files`` lists the paths or URL it came from;
+    ``skipped`` the files left out (binary, unreadable). ``tokens`` is None until counted."""
 
     name: str
-    text: str = field(repr=False)
+    chars: int = 0
+    head: str = field(default="", repr=False)
+    tail: str = field(default="", repr=False)
     files: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     tokens: int | None = None
     token_encoding: str | None = None
-    # The index remembers which text it was built for, so replacing ``text`` can never serve
-    # stale line numbers.
-    _starts: array | None = field(default=None, init=False, repr=False)
-    _indexed: str | None = field(default=None, init=False, repr=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    starts: array = field(default_factory=lambda: array("I"), repr=False)
+    ends_with_newline: bool = False
 
-    @property
-    def chars(self) -> int:
-        return len(self.text)
+    @classmethod
+    def from_text(cls, name: str, text: str, files: Iterable[str] = (), skipped: Iterable[str] = ()) -> Context:
+        """Index ``text`` (about 0.4 s per 200 MB: run it off the event loop)."""
+        return cls(name=name, chars=len(text), head=text[:EDGE], tail=text[-EDGE:], files=list(files),
+                   skipped=list(skipped), starts=line_starts(text), ends_with_newline=text.endswith("\n"))
+
+    def appended(self, text: str, files: Iterable[str] = (), skipped: Iterable[str] = ()) -> Context:
+        """This context with ``text`` added to its end (a new object; this one is left as it was)."""
+        if not text:
+            return Context(self.name, self.chars, self.head, self.tail, [*self.files, *files],
+                           [*self.skipped, *skipped], self.tokens, self.token_encoding, self.starts,
+                           self.ends_with_newline)
+        more = line_starts(text, self.chars)
+        starts = array(more.typecode, self.starts)
+        if self.chars and not self.ends_with_newline:
+            more = more[1:]  # the old last line goes on into the new text
+        starts.extend(more)
+        tail = (self.tail + text)[-EDGE:]
+        head = self.head if len(self.head) >= EDGE else (self.head + text)[:EDGE]
+        return Context(self.name, self.chars + len(text), head, tail, [*self.files, *files],
+                       [*self.skipped, *skipped], None, None, starts, text.endswith("\n"))
 
     @property
     def lines(self) -> int:
-        """Lines split at "\\n"; a last line without a newline counts, an empty text has 0."""
-        return len(self._line_starts())
+        """Lines split at "\n"; a last line without a newline counts, an empty text has 0."""
+        return len(self.starts)
+
+    def preview(self, edge: int) -> str:
+        """The text if it is short, else its first and last ``edge`` chars around a marker."""
+        if edge > EDGE:
+            raise ValueError(f"a preview shows at most {EDGE} chars at each end")
+        if self.chars <= 2 * edge:
+            return self.head if self.chars <= len(self.head) else self.head + self.tail[len(self.head) - self.chars:]
+        return f"{self.head[:edge]}\n[... {self.chars - 2 * edge:,} characters ...]\n{self.tail[-edge:]}"
 
     def line_of(self, offset: int) -> int:
         """The 1-based line holding char ``offset`` (``offset == chars`` is on the last line)."""
-        if not 0 <= offset <= len(self.text):
-            raise InvalidRange(
-                f"Offset {offset} is outside context {self.name!r}, which has chars 0..{len(self.text)}."
-            )
-        return max(1, bisect_right(self._line_starts(), offset))
+        if not 0 <= offset <= self.chars:
+            raise InvalidRange(f"Offset {offset} is outside context {self.name!r}, which has chars 0..{self.chars}.")
+        return max(1, bisect_right(self.starts, offset))
 
     def line_start(self, line_no: int) -> int:
         """Char offset where 1-based line ``line_no`` starts; ``lines + 1`` gives the text's end."""
-        starts = self._line_starts()
+        starts = self.starts
         if line_no == len(starts) + 1:
-            return len(self.text)
+            return self.chars
         if not 1 <= line_no <= len(starts):
-            raise InvalidRange(
-                f"Line {line_no} is outside context {self.name!r}, which has lines 1..{len(starts)}."
-            )
+            raise InvalidRange(f"Line {line_no} is outside context {self.name!r}, which has lines 1..{len(starts)}.")
         return starts[line_no - 1]
-
-    def _line_starts(self) -> array:
-        text = self.text
-        if self._indexed is not text:
-            with self._lock:
-                if self._indexed is not text:
-                    starts = array("q", [0] if text else [])
-                    # Measured fastest with the least memory: ~0.35 s and 24 MB for 3M lines.
-                    starts.extend(map(re.Match.end, _NEWLINE.finditer(text)))
-                    if len(starts) > 1 and starts[-1] == len(text):
-                        starts.pop()  # a trailing newline ends the last line, starts none
-                    self._starts, self._indexed = starts, text
-        return self._starts  # type: ignore[return-value]
-
-    def _invalidate(self) -> None:
-        with self._lock:
-            self._starts = self._indexed = None
-        self.tokens = self.token_encoding = None
 
 
 def check_name(name: object) -> None:
@@ -119,28 +175,10 @@ class ContextStore:
     def __init__(self) -> None:
         self._contexts: dict[str, Context] = {}
 
-    def add(
-        self,
-        name: str,
-        text: str,
-        files: Iterable[str] = (),
-        skipped: Iterable[str] = (),
-        append: bool = False,
-    ) -> Context:
-        """Store ``text`` as ``name`` (replacing it), or with ``append`` add it to the end of the
-        existing context (created when missing; its token count is reset)."""
-        check_name(name)
-        if not isinstance(text, str):
-            raise InvalidInput(f"Context text must be a string, not {type(text).__name__}.")
-        existing = self._contexts.get(name)
-        if append and existing is not None:
-            existing.text += text
-            existing.files.extend(files)
-            existing.skipped.extend(skipped)
-            existing._invalidate()
-            return existing
-        ctx = Context(name=name, text=text, files=list(files), skipped=list(skipped))
-        self._contexts[name] = ctx
+    def put(self, ctx: Context) -> Context:
+        """Store ``ctx`` under its name, replacing any context of that name."""
+        check_name(ctx.name)
+        self._contexts[ctx.name] = ctx
         return ctx
 
     def get(self, name: str) -> Context:
@@ -165,7 +203,7 @@ class ContextStore:
 
     @property
     def total_chars(self) -> int:
-        return sum(len(c.text) for c in self._contexts.values())
+        return sum(c.chars for c in self._contexts.values())
 
     def __contains__(self, name: object) -> bool:
         return name in self._contexts
@@ -197,8 +235,9 @@ def _normalize(value: int, total: int, what: str, name: str, unit: str) -> int:
     return resolved
 
 
-def peek(
+async def peek(
     ctx: Context,
+    source: TextSource,
     start: int = 0,
     end: int | None = None,
     unit: str = "chars",
@@ -210,7 +249,7 @@ def peek(
     if unit not in _UNITS:
         raise InvalidInput(f"unit must be 'chars' or 'lines', not {unit!r}.")
     _check_int(max_chars, "max_chars", 1, MAX_CHARS_LIMIT)
-    total = len(ctx.text) if unit == "chars" else ctx.lines
+    total = ctx.chars if unit == "chars" else ctx.lines
     first = _normalize(start, total, "start", ctx.name, unit)
     if end is None:
         stop = total
@@ -225,7 +264,7 @@ def peek(
             )
     if unit == "chars":
         served = min(stop, first + max_chars)
-        result = _peek_result(ctx, first, served, unit, ctx.text[first:served], total, stop)
+        result = _peek_result(ctx, first, served, unit, await source.slice(first, served), total, stop)
         if served < stop:
             result["hint"] = (
                 f"Output capped at {max_chars} chars; continue with start={served}"
@@ -233,7 +272,7 @@ def peek(
             )
         return result
 
-    starts = ctx._line_starts()
+    starts = ctx.starts
     char_start = ctx.line_start(first + 1)
     char_stop = ctx.line_start(stop + 1)
     if char_stop - char_start <= max_chars:
@@ -256,7 +295,7 @@ def peek(
             f"Output capped at {max_chars} chars; continue with unit='lines', start={served}"
             f"{'' if end is None else f', end={end}'}."
         )
-    result = _peek_result(ctx, first, served, unit, ctx.text[char_start:char_end], total, stop)
+    result = _peek_result(ctx, first, served, unit, await source.slice(char_start, char_end), total, stop)
     result.update(char_start=char_start, char_end=char_end)
     if hint:
         result["hint"] = hint
@@ -277,8 +316,24 @@ def _peek_result(
     }
 
 
-def search(
+def check_pattern(pattern: Any, regex: bool = True, ignore_case: bool = False) -> None:
+    """Refuse an empty or invalid pattern with a message that says how to fix it."""
+    if not isinstance(pattern, str) or pattern == "":
+        raise InvalidInput("pattern must be a non-empty string (a regex, or literal text with regex=false).")
+    try:
+        textops.compile_pattern(pattern, regex, ignore_case)
+    except textops.PATTERN_ERRORS as exc:
+        pos = getattr(exc, "pos", None)
+        where = f" at position {pos}" if pos is not None else ""
+        raise InvalidPattern(
+            f"Invalid regular expression {pattern!r}: {getattr(exc, 'msg', exc)}{where}. Fix the pattern (Python "
+            "re syntax), or pass regex=false to search for the literal text."
+        ) from exc
+
+
+async def search(
     ctx: Context,
+    source: TextSource,
     pattern: str,
     regex: bool = True,
     ignore_case: bool = False,
@@ -292,73 +347,37 @@ def search(
     either side. Scanning stops after one match past the last returned, so the cost is that of the
     hits, not of the whole context. ``text`` of all matches together is capped at ``max_chars``.
 
-    Matching uses the ``regex`` package, not ``re``: a client's catastrophic pattern must not
-    freeze the server, and ``re`` can neither be interrupted off the main thread nor release the
-    GIL, while ``regex`` stops at ``timeout`` seconds and releases the GIL (``concurrent``) so a
-    search on a worker thread leaves the event loop running."""
-    if not isinstance(pattern, str) or pattern == "":
-        raise InvalidInput("pattern must be a non-empty string (a regex, or literal text with regex=false).")
+    Matching uses the ``regex`` package, not ``re``: a client's catastrophic pattern must stop at
+    ``timeout`` seconds, and ``re`` cannot be interrupted."""
+    check_pattern(pattern, regex, ignore_case)
     _check_int(max_results, "max_results", 1, MAX_RESULTS_LIMIT)
     _check_int(window, "window", 0, WINDOW_LIMIT)
     _check_int(max_chars, "max_chars", 1, MAX_CHARS_LIMIT)
-    flags = regex_module.MULTILINE | (regex_module.IGNORECASE if ignore_case else 0)
     try:
-        compiled = regex_module.compile(pattern if regex else re.escape(pattern), flags)
-    except regex_module.error as exc:
-        where = f" at position {exc.pos}" if exc.pos is not None else ""
+        found = await source.find(pattern, regex=regex, ignore_case=ignore_case, max_results=max_results,
+                                  window=window, max_chars=max_chars, timeout=timeout)
+    except (textops.PatternTimeout, SearchTimeout) as exc:
         raise InvalidPattern(
-            f"Invalid regular expression {pattern!r}: {exc.msg}{where}. Fix the pattern (Python re "
-            "syntax), or pass regex=false to search for the literal text."
+            f"The pattern {pattern!r} ran for {timeout:g} s without finishing (catastrophic backtracking?). "
+            "Simplify it (avoid nested quantifiers like (a+)+), anchor it, or pass regex=false."
         ) from exc
-
-    text = ctx.text
-    n = len(text)
-    # Without an index, line numbers come from counting newlines between consecutive hits:
-    # a memchr-speed pass over the scanned prefix only, instead of indexing the whole text.
-    starts = ctx._starts if ctx._indexed is text else None
-    line, line_pos = 1, 0
     matches: list[dict[str, Any]] = []
-    budget = max_chars
-    truncated, next_start = False, -1
-    scanned = n
-    hits = compiled.finditer(text, concurrent=True, timeout=timeout)
-    while True:
-        try:
-            m = next(hits, None)
-        except TimeoutError as exc:
-            raise InvalidPattern(
-                f"The pattern {pattern!r} ran for {timeout:g} s without finishing (catastrophic backtracking?). "
-                "Simplify it (avoid nested quantifiers like (a+)+), anchor it, or pass regex=false."
-            ) from exc
-        if m is None:
-            break
-        if len(matches) == max_results or budget <= 0:
-            truncated, next_start, scanned = True, m.start(), m.end()
-            break
-        s, e = m.span()
-        if starts is not None:
-            line = max(1, bisect_right(starts, s))
-        else:
-            line += text.count("\n", line_pos, s)
-            line_pos = s
-        lo, hi = max(0, s - window), min(n, e + window)
-        snippet = text[lo : min(hi, lo + budget)]
-        budget -= len(snippet)
-        hit: dict[str, Any] = {"start": s, "end": e, "line": line, "text": snippet}
-        if lo + len(snippet) < hi:
+    for h in found.hits:
+        hit: dict[str, Any] = {"start": h.start, "end": h.end, "line": ctx.line_of(h.start), "text": h.text}
+        if h.text_truncated:
             hit["text_truncated"] = True
         matches.append(hit)
     result: dict[str, Any] = {
         "name": ctx.name,
         "pattern": pattern,
         "matches": matches,
-        "truncated": truncated,
-        "total_scanned": scanned,
+        "truncated": found.truncated,
+        "total_scanned": found.scanned,
     }
-    if truncated:
-        result["next_start"] = next_start
+    if found.truncated:
+        result["next_start"] = found.next_start
         result["hint"] = (
-            f"More matches exist, the next at char {next_start}. Narrow the pattern, raise max_results "
+            f"More matches exist, the next at char {found.next_start}. Narrow the pattern, raise max_results "
             f"(up to {MAX_RESULTS_LIMIT}), or peek from there."
         )
     return result

@@ -70,7 +70,7 @@ async def exec_round(session: RlmSession, ctx: Any, code: str) -> dict[str, Any]
 
 async def sub_query_round(session: RlmSession, ctx: Any, prompt: str, name: str | None, start: int | None,
                           end: int | None) -> dict[str, Any] | InputRequiredResult:
-    text = session.sub_query_prompt(prompt, name, start, end)
+    text = await session.sub_query_prompt(prompt, name, start, end)
     if ctx.request_state == _SUBQ_STATE and ctx.input_responses:
         answer = next(iter(_answers(ctx).values()))
         if isinstance(answer, SubQueryFailure):

@@ -92,8 +92,8 @@ def build_server(settings: Settings | None = None) -> MCPServer:
                 "tokens": c.tokens,
                 "token_encoding": c.token_encoding,
                 "files": len(c.files),
-                "head": c.text[:2000],
-                "tail": c.text[-1000:] if c.chars > 2000 else "",
+                "head": c.head[:2000],
+                "tail": c.tail[-1000:] if c.chars > 2000 else "",
             }
         )
 

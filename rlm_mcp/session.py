@@ -7,6 +7,7 @@ Outputs are capped (hosts cut long tool results) and say how to read the rest.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
@@ -16,12 +17,15 @@ import anyio
 
 from sandbox import (
     ExecResult,
+    FindResult,
     Limits,
     NotPaused,
     SandboxBusy,
     SandboxError,
     SandboxSession,
     SessionState,
+    SpilledText,
+    SpillStore,
     SubQueryFailure,
     SubQueryRequest,
     VariableSlice,
@@ -35,7 +39,7 @@ from .loaders import LoadedSource, LoadLimits, load_glob, load_path, load_text
 from .urls import load_url
 from .solver import SolveResult, run_rlm_loop
 from .subqueries import Selection, SubQueryRouter
-from .tokens import get_token_counter
+from .tokens import TokenCounter, get_token_counter
 from .shaping import cap_text, clean_json, shape_exec_result
 from .trace import Tracer
 
@@ -58,6 +62,11 @@ class RlmSession:
         self.label = label
         self.depth = depth
         self.contexts = ctxmod.ContextStore()
+        # The texts themselves: on disk here, in memory only in the worker. Outlives workers
+        # (an idle stop, a crash) so that the next one gets every context back.
+        self._texts = SpillStore()
+        # One load at a time: an append extends the line index of the context as it was before.
+        self._load_lock = anyio.Lock()
         self.tracer = Tracer(settings.trace_dir, label) if settings.trace_dir else None
         self.router = SubQueryRouter(settings, provider=provider, tracer=self.tracer)
         self.selection = Selection("none", "no tool call has chosen a backend yet")
@@ -121,12 +130,10 @@ class RlmSession:
             return self._sandbox
         async with self._start_lock:
             if self._sandbox is None:
-                sandbox = SandboxSession(self._limits(), on_sub_query=self._dispatch_sub_query)
+                sandbox = SandboxSession(self._limits(), on_sub_query=self._dispatch_sub_query, store=self._texts)
                 try:
                     # start() inside the try: a call cancelled mid-start must not leave its worker.
-                    await sandbox.start()
-                    for ctx in self.contexts:
-                        await sandbox.load_context(ctx.name, ctx.text)
+                    await sandbox.start()  # it loads every context of the store
                     if self._closed:  # aclose() ran meanwhile and could not see this worker
                         raise RlmError("This session was closed while its worker was starting.")
                 except BaseException:
@@ -160,6 +167,8 @@ class RlmSession:
         self._closed = True
         await self.stop_worker()
         self.contexts.clear()
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(self._texts.close)
         with anyio.CancelScope(shield=True):
             await self.router.aclose()
         if self.tracer is not None:
@@ -212,44 +221,45 @@ class RlmSession:
         return await self._store(name, source, append, progress)
 
     async def _store(self, name: str, source: LoadedSource, append: bool, progress: Progress | None) -> dict[str, Any]:
+        """Index and count the text, put it on disk, drop it, then give it to the worker.
+
+        The order keeps memory near one copy of the text: the worker decodes it (briefly two
+        copies there) only once this process has let go of its own."""
         ctxmod.check_name(name)
+        async with self._load_lock:
+            return await self._store_locked(name, source, append, progress)
+
+    async def _store_locked(self, name: str, source: LoadedSource, append: bool, progress: Progress | None
+                            ) -> dict[str, Any]:
         previous = self.contexts.get(name) if append and name in self.contexts else None
         counter = get_token_counter()
-        new_tokens = 0
-
-        async def count() -> None:
-            nonlocal new_tokens
-            new_tokens = await counter.acount(source.text, progress)
-
-        if progress is not None:
-            await progress(0, None, f"counting tokens and sending {len(source.text):,} characters to the sandbox")
-        # The worker gets the text first; the store is updated only once it has it, so the
-        # two never disagree after a failed load.
         sandbox = await self.sandbox()
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(count)
-            await sandbox.load_context(name, source.text, append=previous is not None)
-        files = (previous.files if previous else []) + source.files
-        skipped = (previous.skipped if previous else []) + source.skipped
-        # The sandbox host keeps the text for reloading a fresh worker; share its object.
-        ctx = self.contexts.add(name, sandbox.context_text(name), files, skipped)
-        if previous is not None and previous.tokens is not None:
-            ctx.tokens = previous.tokens + new_tokens
-        elif previous is None:
+        text, source.text = source.text, ""
+        indexed, spilled, new_tokens = await self._prepare(sandbox, name, text, previous, source, counter, progress)
+        del text  # from here on the worker holds the only copy in memory
+        # Before the worker decodes its copy: what the read, the count and the index freed.
+        await anyio.to_thread.run_sync(_give_back_freed_memory)
+        if progress is not None:
+            await progress(0, None, f"sending {indexed.chars - (previous.chars if previous else 0):,} characters "
+                                    "to the sandbox")
+        # The store is updated only once the worker has the text, so the two never disagree
+        # after a failed load.
+        try:
+            await sandbox.load_context(name, spilled, append=previous is not None)
+        finally:
+            # And what streaming the file to the worker freed (chunk buffers glibc kept).
+            await anyio.to_thread.run_sync(_give_back_freed_memory)
+        ctx = indexed
+        if previous is None:
             ctx.tokens = new_tokens
+        elif previous.tokens is not None:
+            ctx.tokens = previous.tokens + new_tokens
         ctx.token_encoding = counter.encoding
-        text = ctx.text
-        if len(text) <= 2 * _PREVIEW:
-            preview = text
-        else:
-            preview = f"{text[:_PREVIEW]}\n[... {len(text) - 2 * _PREVIEW:,} characters ...]\n{text[-_PREVIEW:]}"
-        # Building the line index now (about 0.4 s per 200 MB) gives `lines`, and lets later
-        # searches find a hit's line by bisection instead of counting newlines up to it.
-        lines = await anyio.to_thread.run_sync(lambda: ctx.lines)
+        self.contexts.put(ctx)
         return {
             "name": name,
-            "chars": len(text),
-            "lines": lines,
+            "chars": ctx.chars,
+            "lines": ctx.lines,
             "tokens": ctx.tokens,
             "token_encoding": counter.encoding,
             "files": len(ctx.files),
@@ -257,8 +267,41 @@ class RlmSession:
             "skipped": ctx.skipped[:50],
             "warnings": source.warnings[:20],
             "appended": previous is not None,
-            "preview": preview,
+            "preview": ctx.preview(_PREVIEW),
         }
+
+    @staticmethod
+    async def _prepare(sandbox: SandboxSession, name: str, text: str, previous: ctxmod.Context | None,
+                       source: LoadedSource, counter: TokenCounter, progress: Progress | None
+                       ) -> tuple[ctxmod.Context, SpilledText, int]:
+        """Count the tokens of ``text``, index its lines and write it to disk, concurrently."""
+        if progress is not None:
+            await progress(0, None, f"counting tokens and indexing {len(text):,} characters")
+        done: dict[str, Any] = {}
+
+        async def count() -> None:
+            done["tokens"] = await counter.acount(text, progress)
+
+        async def index() -> None:
+            if previous is not None:
+                done["ctx"] = await anyio.to_thread.run_sync(previous.appended, text, source.files, source.skipped)
+            else:
+                done["ctx"] = await anyio.to_thread.run_sync(ctxmod.Context.from_text, name, text, source.files,
+                                                             source.skipped)
+
+        async def spill() -> None:
+            done["spilled"] = await sandbox.spill(text)
+
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(count)
+                tg.start_soon(index)
+                tg.start_soon(spill)
+        except BaseException:
+            if "spilled" in done:
+                SpillStore.discard(done["spilled"])
+            raise
+        return done["ctx"], done["spilled"], done["tokens"]
 
     def list_contexts(self) -> dict[str, Any]:
         return {
@@ -281,19 +324,19 @@ class RlmSession:
         if unit not in ("chars", "lines"):
             raise InvalidInput(f"unit must be 'chars' or 'lines', not {unit!r}.")
         ctx = self.contexts.get(name)
-        # The first line-based peek builds the line index: off the event loop.
-        return await anyio.to_thread.run_sync(
-            lambda: ctxmod.peek(ctx, start, end, unit, max_chars=self.settings.max_output_chars)
-        )
+        return await ctxmod.peek(ctx, await self._source(name), start, end, unit,
+                                 max_chars=self.settings.max_output_chars)
 
     async def search(self, pattern: str, name: str = "context", regex: bool = True, ignore_case: bool = False,
                      max_results: int = 20, window: int = 200) -> dict[str, Any]:
         self.last_used = anyio.current_time()
         ctx = self.contexts.get(name)
-        return await anyio.to_thread.run_sync(
-            lambda: ctxmod.search(ctx, pattern, regex, ignore_case, max_results, window,
-                                  max_chars=self.settings.max_output_chars, timeout=self.settings.search_timeout)
-        )
+        ctxmod.check_pattern(pattern, regex, ignore_case)  # before starting a worker for it
+        return await ctxmod.search(ctx, await self._source(name), pattern, regex, ignore_case, max_results, window,
+                                   max_chars=self.settings.max_output_chars, timeout=self.settings.search_timeout)
+
+    async def _source(self, name: str) -> _WorkerText:
+        return _WorkerText(await self.sandbox(), name)
 
     # -- code -----------------------------------------------------------------------------------
 
@@ -376,7 +419,7 @@ class RlmSession:
 
     # -- sub-queries from the root ------------------------------------------------------------
 
-    def sub_query_prompt(self, prompt: str, name: str | None, start: int | None, end: int | None) -> str:
+    async def sub_query_prompt(self, prompt: str, name: str | None, start: int | None, end: int | None) -> str:
         if not isinstance(prompt, str) or not prompt.strip():
             raise InvalidInput("prompt must be a non-empty string.")
         if name is None:
@@ -389,7 +432,11 @@ class RlmSession:
             hi = ctx.chars if end is None else end
             if not (0 <= lo <= hi <= ctx.chars):
                 raise InvalidInput(f"start/end must satisfy 0 <= start <= end <= {ctx.chars} for context {name!r}.")
-            text = f"{prompt}\n\n--- {name}[{lo}:{hi}] ---\n{ctx.text[lo:hi]}"
+            if hi - lo + len(prompt) > self.settings.max_prompt_chars:
+                raise InvalidInput(f"The prompt with its slice is over {self.settings.max_prompt_chars:,} characters "
+                                   "(--max-prompt-chars). Send a smaller slice.")
+            piece = await (await self._source(name)).slice(lo, hi)
+            text = f"{prompt}\n\n--- {name}[{lo}:{hi}] ---\n{piece}"
         if len(text) > self.settings.max_prompt_chars:
             raise InvalidInput(f"The prompt with its slice is {len(text):,} characters; the cap is "
                                f"{self.settings.max_prompt_chars:,} (--max-prompt-chars). Send a smaller slice.")
@@ -397,7 +444,7 @@ class RlmSession:
 
     async def sub_query(self, prompt: str, name: str | None = None, start: int | None = None,
                         end: int | None = None) -> dict[str, Any]:
-        text = self.sub_query_prompt(prompt, name, start, end)
+        text = await self.sub_query_prompt(prompt, name, start, end)
         backend = self.selection.backend
         if backend is None:
             raise InvalidInput(
@@ -491,6 +538,8 @@ class RlmSession:
                 await self._sandbox.reset(keep_contexts=True)
             else:
                 await self.stop_worker()
+        if not keep_contexts:
+            await anyio.to_thread.run_sync(self._texts.clear)
         return {"reset": True, "contexts": self.contexts.names()}
 
     def status(self) -> dict[str, Any]:
@@ -520,7 +569,32 @@ class RlmSession:
         }
 
 
+def _give_back_freed_memory() -> None:
+    """Return freed heap to the system. glibc keeps what a big load freed (in the main heap and
+    in the arenas of the threads that read, counted and indexed it) for reuse: tens of MB this
+    process will not need again. Elsewhere (musl, macOS) there is nothing to do."""
+    try:
+        libc = ctypes.CDLL(None)
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):
+        return
+    trim(0)
+
+
+class _WorkerText:
+    """A context's text as the worker holds it (the ``TextSource`` of peek and search)."""
+
+    def __init__(self, sandbox: SandboxSession, name: str) -> None:
+        self.sandbox, self.name = sandbox, name
+
+    async def slice(self, start: int, end: int) -> str:
+        return await self.sandbox.read_context(self.name, start, end)
+
+    async def find(self, pattern: str, **options: Any) -> FindResult:
+        return await self.sandbox.find_in_context(self.name, pattern, **options)
+
+
 def _context_info(ctx: ctxmod.Context) -> str:
-    head = ctx.text[:500]
+    head = ctx.head[:500]
     return (f"The context has {ctx.chars:,} characters in {ctx.lines:,} lines"
             f"{f' from {len(ctx.files)} files' if ctx.files else ''}. Its first characters:\n{head}")

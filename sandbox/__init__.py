@@ -1,15 +1,19 @@
 """Restricted Python execution in a persistent worker process. Knows nothing of MCP."""
 
 from .errors import (
+    ContextMissing,
     ExecTimeout,
     NotPaused,
     SandboxBusy,
     SandboxClosed,
     SandboxError,
+    SearchTimeout,
     WorkerCrashed,
     WorkerStartFailed,
 )
 from .host import SandboxSession
+from .spill import SpilledText, SpillStore
+from .textops import FindResult, Hit
 from .modules import ALLOWED_MODULES
 from .values import (
     PAUSE,
@@ -26,8 +30,11 @@ from .values import (
 __all__ = [
     "ALLOWED_MODULES",
     "PAUSE",
+    "ContextMissing",
     "ExecResult",
     "ExecTimeout",
+    "FindResult",
+    "Hit",
     "Limits",
     "NotPaused",
     "PendingQuery",
@@ -35,7 +42,10 @@ __all__ = [
     "SandboxClosed",
     "SandboxError",
     "SandboxSession",
+    "SearchTimeout",
     "SessionState",
+    "SpillStore",
+    "SpilledText",
     "SubQueryFailure",
     "SubQueryHandler",
     "SubQueryRequest",

@@ -53,3 +53,11 @@ class WorkerCrashed(SandboxError):
 
 class ExecTimeout(WorkerCrashed):
     """The execution outran its wall-clock limit and the worker was killed."""
+
+
+class ContextMissing(SandboxError):
+    """A read named a context the worker does not have."""
+
+
+class SearchTimeout(SandboxError):
+    """A search pattern ran past its timeout in the worker."""

@@ -1,8 +1,10 @@
 """The host side of a sandbox session: spawn the worker, feed it, watch it, restart it.
 
 One ``SandboxSession`` owns one worker process. Contexts are sent to the worker
-once, when loaded, and kept here too so that a fresh worker (after a crash, a
-timeout or a reset) gets them back without the caller doing anything.
+once, when loaded, and kept on disk (a ``SpillStore``) so that a fresh worker
+(after a crash, a timeout or a reset) gets them back without the caller doing
+anything. The worker holds the only copy in memory; the host reads slices of a
+context and searches it by asking the worker (``read_context``, ``find_in_context``).
 
 Sub-queries: when code calls ``llm_query``, the worker sends one request and
 blocks. The session awaits the ``on_sub_query`` callback with the request and
@@ -29,14 +31,18 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 
 from . import protocol
 from .errors import (
+    ContextMissing,
     ExecTimeout,
     NotPaused,
     SandboxBusy,
     SandboxClosed,
     SandboxError,
+    SearchTimeout,
     WorkerCrashed,
     WorkerStartFailed,
 )
+from .spill import SpilledText, SpillStore
+from .textops import FindResult, Hit
 from .values import (
     PAUSE,
     ExecResult,
@@ -52,8 +58,6 @@ from .values import (
 )
 
 __all__ = ["SandboxSession"]
-
-_CHUNK = 8 * 1024 * 1024
 
 
 @dataclass
@@ -86,15 +90,20 @@ class SandboxSession:
         limits: Limits | None = None,
         on_sub_query: SubQueryHandler | None = None,
         python: str = sys.executable,
+        store: SpillStore | None = None,
     ) -> None:
+        """``store`` holds the contexts on disk; pass one to keep them when this session (its
+        worker) is closed and give them to a later session. Without one, the session makes its
+        own and removes it on close."""
         self.limits = limits or Limits()
         self.on_sub_query = on_sub_query
         self._python = python
+        self._store = store if store is not None else SpillStore()
+        self._owns_store = store is None
         self._process: Process | None = None
         self._stdout: BufferedByteReceiveStream | None = None
         self._lock = anyio.Lock()
         self._state = SessionState.NEW
-        self._contexts: dict[str, str] = {}
         self._names: list[str] = []
         self._paused: _Paused | None = None
         self._budget = 0.0
@@ -118,7 +127,11 @@ class SandboxSession:
 
     @property
     def context_names(self) -> list[str]:
-        return list(self._contexts)
+        return [name for name, _ in self._store.items()]
+
+    @property
+    def store(self) -> SpillStore:
+        return self._store
 
     async def __aenter__(self) -> SandboxSession:
         await self.start()
@@ -133,6 +146,12 @@ class SandboxSession:
         if self._state is not SessionState.NEW:
             raise SandboxError("This sandbox session has already been started.")
         await self._spawn()
+        try:
+            await self._reload_contexts()
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self._kill()
+            raise
         self._state = SessionState.READY
 
     async def aclose(self) -> None:
@@ -142,6 +161,8 @@ class SandboxSession:
         self._paused = None
         with anyio.CancelScope(shield=True):
             await self._kill()
+            if self._owns_store:
+                await anyio.to_thread.run_sync(self._store.close)
 
     async def _spawn(self) -> None:
         config = {
@@ -210,15 +231,24 @@ class SandboxSession:
         self.restarts += 1
         await self._spawn()
         try:
-            for name, text in self._contexts.items():
-                await self._send_context(name, text, append=False)
-                await self._expect_ok()
-        except _WorkerDied as exc:  # internal: must not leak to callers as a crash
+            await self._reload_contexts()
+        except BaseException:
             await self._kill()
             if self._state is SessionState.CLOSED:
-                raise SandboxClosed("This sandbox session was closed while a request was running.") from exc
-            raise WorkerStartFailed("the fresh sandbox worker died while its contexts were reloaded") from exc
+                raise SandboxClosed("This sandbox session was closed while a request was running.") from None
+            raise
         return _death_reason(code, self.limits), lost
+
+    async def _reload_contexts(self) -> None:
+        """Give a fresh worker every context of the store."""
+        try:
+            with anyio.fail_after(self.limits.request_timeout):
+                for name, spilled in self._store.items():
+                    await self._send_context(name, spilled, append=False)
+                    await self._expect_ok()
+        except (_WorkerDied, TimeoutError, SandboxError) as exc:  # internal: must not leak as a crash
+            raise WorkerStartFailed(f"the fresh sandbox worker could not take its contexts back ({exc or 'it died'})"
+                                    ) from exc
 
     # -- frames -------------------------------------------------------------------------------
 
@@ -249,22 +279,31 @@ class SandboxSession:
             raise _WorkerDied from exc
         return message, payload
 
-    async def _send_context(self, name: str, text: str, append: bool) -> None:
-        if text.isascii():
-            nbytes = len(text)
-        else:
-            nbytes = sum(len(text[i : i + _CHUNK].encode("utf-8", "surrogatepass")) for i in range(0, len(text), _CHUNK))
-        header = {"op": "load", "name": name, "append": append, "str_size": sys.getsizeof(text)}
+    async def _send_context(self, name: str, spilled: SpilledText, append: bool) -> None:
+        """Stream a context from its file to the worker, a chunk at a time."""
+        header = {"op": "load", "name": name, "append": append, "str_size": spilled.str_size}
         process = self._process
         if process is None or process.stdin is None:
             raise _WorkerDied
+        chunks = SpillStore.chunks(spilled)
         try:
-            await process.stdin.send(protocol.encode_header(header, nbytes))
-            # Encode piecewise so the server never holds a second full copy.
-            for i in range(0, len(text), _CHUNK):
-                await process.stdin.send(text[i : i + _CHUNK].encode("utf-8", "surrogatepass"))
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
+            await process.stdin.send(protocol.encode_header(header, spilled.nbytes))
+            sent = 0
+            while sent < spilled.nbytes:
+                chunk = await anyio.to_thread.run_sync(next, chunks, b"")
+                if not chunk:
+                    break
+                chunk = chunk[: spilled.nbytes - sent]
+                await process.stdin.send(chunk)
+                sent += len(chunk)
+            if sent < spilled.nbytes:  # the file shrank under us: the frame can no longer be completed
+                raise _WorkerDied
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
             raise _WorkerDied from exc
+        except OSError as exc:
+            raise _WorkerDied from exc
+        finally:
+            chunks.close()
 
     async def _expect_ok(self) -> dict[str, Any]:
         with anyio.fail_after(self.limits.request_timeout):
@@ -273,7 +312,7 @@ class SandboxSession:
             raise SandboxError(message.get("message", "the worker refused the request"))
         return message
 
-    async def _request(self, message: dict[str, Any], payload_text: tuple[str, str, bool] | None = None
+    async def _request(self, message: dict[str, Any], payload_text: tuple[str, SpilledText, bool] | None = None
                        ) -> tuple[dict[str, Any], bytes | None]:
         """One non-execution round trip; a worker that dies or hangs is replaced."""
         try:
@@ -291,7 +330,8 @@ class SandboxSession:
                 f"with the contexts reloaded. Variables lost: {', '.join(lost) or 'none'}."
             ) from exc
         if reply.get("op") == "error":
-            raise SandboxError(reply.get("message", "the worker refused the request"))
+            kind = {"missing": ContextMissing, "timeout": SearchTimeout}.get(reply.get("kind"), SandboxError)
+            raise kind(reply.get("message", "the worker refused the request"))
         return reply, payload
 
     def _usable(self) -> None:
@@ -302,38 +342,83 @@ class SandboxSession:
 
     # -- contexts and variables -----------------------------------------------------------------
 
-    async def load_context(self, name: str, text: str, append: bool = False) -> None:
-        """Send a context to the worker once; executions then see it as a variable."""
-        self._usable()
-        async with self._lock:
-            self._usable()
-            try:
-                await self._request({"op": "load", "name": name}, (name, text, append))
-            except WorkerCrashed:
-                raise
-            except SandboxError as exc:
-                # The worker refused the text (out of memory) after dropping what it replaces:
-                # a fresh worker with the previous contexts keeps the two sides in agreement.
-                with anyio.CancelScope(shield=True):
-                    _, lost = await self._restart()
-                raise SandboxError(
-                    f"The worker could not take context {name!r} ({exc}); it was restarted with the previous "
-                    f"contexts. Variables lost: {', '.join(lost) or 'none'}. Raise --memory-mb or load less."
-                ) from exc
-            if append and name in self._contexts:
-                self._contexts[name] = self._contexts[name] + text
-            else:
-                self._contexts[name] = text
+    async def spill(self, text: str) -> SpilledText:
+        """Write ``text`` to disk for a later ``load_context``. A caller that drops its own
+        reference in between never has the text in memory at the same time as the worker."""
+        return await anyio.to_thread.run_sync(self._store.write, text)
 
-    def context_text(self, name: str) -> str:
-        """The text of a loaded context as the worker has it (after appends)."""
-        return self._contexts[name]
+    async def load_context(self, name: str, text: str | SpilledText, append: bool = False) -> None:
+        """Send a context to the worker once; executions then see it as a variable. ``text``
+        may be what ``spill`` returned (this session then owns the file)."""
+        if not isinstance(text, SpilledText):
+            self._usable()
+        part = text if isinstance(text, SpilledText) else await self.spill(text)
+        committed = False
+        try:
+            self._usable()
+            async with self._lock:
+                self._usable()
+                append = append and name in self._store
+                try:
+                    await self._request({"op": "load", "name": name}, (name, part, append))
+                except WorkerCrashed:
+                    raise
+                except SandboxError as exc:
+                    # The worker refused the text (out of memory) after dropping what it replaces:
+                    # a fresh worker with the previous contexts keeps the two sides in agreement.
+                    with anyio.CancelScope(shield=True):
+                        _, lost = await self._restart()
+                    raise SandboxError(
+                        f"The worker could not take context {name!r} ({exc}); it was restarted with the previous "
+                        f"contexts. Variables lost: {', '.join(lost) or 'none'}. Raise --memory-mb or load less."
+                    ) from exc
+                with anyio.CancelScope(shield=True):
+                    try:
+                        await anyio.to_thread.run_sync(self._store.commit, name, part, append)
+                        committed = True
+                    except OSError as exc:
+                        # The worker has the new text but the disk does not: go back to the disk's.
+                        _, lost = await self._restart()
+                        raise SandboxError(
+                            f"Context {name!r} could not be saved for reloads ({exc}); the worker was restarted "
+                            f"with the previous contexts. Variables lost: {', '.join(lost) or 'none'}."
+                        ) from exc
+        finally:
+            if not committed:
+                SpillStore.discard(part)
 
     async def drop_context(self, name: str) -> None:
         self._usable()
         async with self._lock:
-            self._contexts.pop(name, None)
+            self._store.drop(name)
             await self._request({"op": "drop", "name": name})
+
+    async def read_context(self, name: str, start: int, end: int) -> str:
+        """Chars ``start:end`` of a loaded context (Python slice semantics, clamped)."""
+        self._usable()
+        async with self._lock:
+            self._usable()
+            _, payload = await self._request({"op": "slice", "name": name, "start": start, "end": end})
+        return (payload or b"").decode("utf-8", "surrogatepass")
+
+    async def find_in_context(self, name: str, pattern: str, *, regex: bool = True, ignore_case: bool = False,
+                              max_results: int = 20, window: int = 200, max_chars: int = 20_000,
+                              timeout: float = 10.0) -> FindResult:
+        """The first matches of ``pattern`` in a loaded context, with their surroundings (see
+        ``textops.find_matches``). Raises ``SearchTimeout`` when the pattern runs too long."""
+        self._usable()
+        async with self._lock:
+            self._usable()
+            reply, payload = await self._request({
+                "op": "find", "name": name, "pattern": pattern, "regex": regex, "ignore_case": ignore_case,
+                "max_results": max_results, "window": window, "max_chars": max_chars, "timeout": timeout,
+            })
+        texts = (payload or b"").decode("utf-8", "surrogatepass")
+        hits, at = [], 0
+        for start, end, lo, nchars, cut in reply["hits"]:
+            hits.append(Hit(start, end, lo, texts[at : at + nchars], bool(cut)))
+            at += nchars
+        return FindResult(hits, bool(reply["truncated"]), int(reply["next_start"]), int(reply["scanned"]))
 
     async def get_variable(self, name: str, start: int = 0, end: int | None = None) -> VariableSlice:
         """A slice of ``str(variable)``; ``name="FINAL"`` reads the last final answer."""
@@ -356,7 +441,7 @@ class SandboxSession:
         async with self._lock:
             self._usable()
             if not keep_contexts:
-                self._contexts.clear()
+                await anyio.to_thread.run_sync(self._store.clear)
             if self._state is SessionState.PAUSED or not keep_contexts:
                 with anyio.CancelScope(shield=True):
                     await self._restart()

@@ -16,6 +16,7 @@ an execution for as long as a human-speed root model needs.
 from __future__ import annotations
 
 import json
+import math
 import os
 import reprlib
 import resource
@@ -23,7 +24,7 @@ import signal
 import sys
 from typing import Any
 
-from . import protocol
+from . import protocol, textops
 from .modules import build_namespaces, make_import
 from .policy import (
     RESERVED_NAMES,
@@ -293,6 +294,10 @@ class Worker:
                 self.channel.send({"op": "ok"})
             elif op == "get_var":
                 self._get_var(message)
+            elif op == "slice":
+                self._slice(message)
+            elif op == "find":
+                self._find(message)
             elif op == "reset" and not inline:
                 self._reset_globals()
                 self.final = None
@@ -333,6 +338,43 @@ class Worker:
                 self._account_contexts()
             incoming = int(message["payload"])
             self._set_memory_limit(extra=int(message.get("str_size", incoming)) + 2 * incoming)
+
+    def _loaded(self, name: Any) -> str | None:
+        text = self.contexts.get(name) if isinstance(name, str) else None
+        if text is None:
+            self.channel.send({"op": "error", "kind": "missing", "message": f"no context named {name!r} is loaded"})
+        return text
+
+    def _slice(self, message: dict[str, Any]) -> None:
+        """Chars start:end of a loaded context (the host's peek)."""
+        text = self._loaded(message.get("name"))
+        if text is not None:
+            piece = text[int(message["start"]) : int(message["end"])]
+            self.channel.send({"op": "text"}, piece.encode("utf-8", "surrogatepass"))
+
+    def _find(self, message: dict[str, Any]) -> None:
+        """Matches in a loaded context (the host's search): spans in the header, texts as payload."""
+        text = self._loaded(message.get("name"))
+        if text is None:
+            return
+        # CPU time is counted for the whole process: without this, many searches after one
+        # execution would add up to that execution's backstop and the kernel would kill us.
+        self._arm_cpu_backstop(extra=float(message.get("timeout", 0)))
+        try:
+            compiled = textops.compile_pattern(str(message["pattern"]), bool(message.get("regex", True)),
+                                               bool(message.get("ignore_case", False)))
+            found = textops.find_matches(text, compiled, int(message["max_results"]), int(message["window"]),
+                                         int(message["max_chars"]), float(message["timeout"]))
+        except textops.PatternTimeout as exc:
+            self.channel.send({"op": "error", "kind": "timeout", "message": str(exc)})
+            return
+        except (*textops.PATTERN_ERRORS, ValueError, TypeError, OverflowError) as exc:
+            self.channel.send({"op": "error", "kind": "pattern", "message": f"invalid pattern: {exc}"})
+            return
+        hits = [[h.start, h.end, h.lo, len(h.text), h.text_truncated] for h in found.hits]
+        payload = "".join(h.text for h in found.hits).encode("utf-8", "surrogatepass")
+        self.channel.send({"op": "found", "hits": hits, "truncated": found.truncated,
+                           "next_start": found.next_start, "scanned": found.scanned}, payload)
 
     def _get_var(self, message: dict[str, Any]) -> None:
         name = message["name"]
@@ -422,12 +464,13 @@ class Worker:
             "notes": notes or [],
         }
 
-    def _arm_cpu_backstop(self) -> None:
+    def _arm_cpu_backstop(self, extra: float = 0.0) -> None:
         # The host's wall-clock kill normally comes first; this only matters if the
         # host is gone while code spins.
         usage = resource.getrusage(resource.RUSAGE_SELF)
         used = usage.ru_utime + usage.ru_stime
-        _try_setrlimit(resource.RLIMIT_CPU, int(used + 2 * self.exec_timeout + 10))
+        extra = min(extra, 1e6) if math.isfinite(extra) and extra > 0 else 0.0
+        _try_setrlimit(resource.RLIMIT_CPU, int(used + 2 * self.exec_timeout + 10 + extra))
 
     def _describe(self, value: Any) -> str:
         kind = type(value).__name__

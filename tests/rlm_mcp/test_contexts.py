@@ -1,21 +1,39 @@
-"""The context store, peek and search."""
+"""The context store, peek and search (over a text in this process; the worker's side of
+them is tested through the session and the tools)."""
 
 from __future__ import annotations
 
 import re
 import time
+from array import array
 
 import pytest
 
-from rlm_mcp.contexts import Context, ContextStore, peek, search
+from rlm_mcp import contexts
+from rlm_mcp.contexts import Context, ContextStore, StrSource, line_starts
 from rlm_mcp.errors import InvalidInput, InvalidPattern, InvalidRange, UnknownContext
 
 TEXT = "alpha one\nbeta two\ngamma three\ndelta four\n"
 
 
+def make(text: str, name: str = "c") -> Context:
+    """A context with its text kept beside it (the server keeps none) for the helpers below."""
+    ctx = Context.from_text(name, text)
+    ctx.text = text  # type: ignore[attr-defined]
+    return ctx
+
+
+async def peek(ctx, *args, **kwargs):
+    return await contexts.peek(ctx, StrSource(ctx.text), *args, **kwargs)
+
+
+async def search(ctx, *args, **kwargs):
+    return await contexts.search(ctx, StrSource(ctx.text), *args, **kwargs)
+
+
 @pytest.fixture
 def ctx() -> Context:
-    return ContextStore().add("context", TEXT)
+    return make(TEXT, "context")
 
 
 # ---------------------------------------------------------------- Context
@@ -27,7 +45,7 @@ def ctx() -> Context:
 )
 def test_line_count(text, lines):
     """A last line without a newline counts; an empty text has no lines."""
-    assert Context("c", text).lines == lines
+    assert Context.from_text("c", text).lines == lines
 
 
 def test_line_of_and_line_start_are_inverse(ctx):
@@ -46,20 +64,59 @@ def test_line_of_out_of_range_says_the_valid_range(ctx):
         ctx.line_start(0)
 
 
-def test_replacing_text_never_serves_a_stale_line_index():
-    c = Context("c", "a\nb\n")
-    assert c.lines == 2
-    c.text = "a\nb\nc\nd"
-    assert c.lines == 4
+PIECES = ["", "a", "\n", "a\n", "\n\n", "ab\ncd", "x\ny\n", "\nlead", "é\n\U0001f600"]
+
+
+@pytest.mark.parametrize("first", PIECES)
+@pytest.mark.parametrize("second", PIECES)
+def test_appending_gives_the_index_and_edges_of_the_whole_text(first, second):
+    """The server keeps no text, so an append must extend the index exactly as a full rebuild would."""
+    old = Context.from_text("c", first, files=["a"])
+    old.tokens, old.token_encoding = 3, "o200k_base"
+    both = old.appended(second, files=["b"])
+    whole = Context.from_text("c", first + second)
+    assert list(both.starts) == list(whole.starts) and both.chars == whole.chars
+    assert (both.head, both.tail, both.ends_with_newline) == (whole.head, whole.tail, whole.ends_with_newline)
+    assert both.files == ["a", "b"]
+    assert old.chars == len(first) and old.files == ["a"]  # the old one is left as it was
+    if second:
+        assert both.tokens is None and both.token_encoding is None
+
+
+def test_line_offsets_take_4_bytes_until_they_need_8():
+    assert line_starts("a\nb").itemsize == 4
+    far = line_starts("a\nb", offset=2**32 - 1)
+    assert far.itemsize == 8 and list(far) == [2**32 - 1, 2**32 + 1]
+    near = Context(name="c", chars=2**32 - 3, starts=array("I", [0, 2**32 - 4]), ends_with_newline=True)
+    grown = near.appended("x\ny")
+    assert grown.starts.itemsize == 8 and list(grown.starts) == [0, 2**32 - 4, 2**32 - 3, 2**32 - 1]
+
+
+def test_appending_long_texts_keeps_the_head_and_moves_the_tail():
+    a, b = "A" * 5000 + "\n", "B\n" * 3000
+    both = Context.from_text("c", a).appended(b)
+    assert both.head == (a + b)[:2000] and both.tail == (a + b)[-2000:]
+    assert list(both.starts) == list(Context.from_text("c", a + b).starts)
+
+
+@pytest.mark.parametrize("n", [0, 1, 299, 600, 601, 2000, 2500, 4000, 4001, 10_000])
+def test_the_preview_is_the_text_or_its_two_ends(n):
+    text = "".join(chr(97 + i % 26) for i in range(n))
+    preview = Context.from_text("c", text).preview(300)
+    if n <= 600:
+        assert preview == text
+    else:
+        assert preview.startswith(text[:300]) and preview.endswith(text[-300:])
+        assert f"{n - 600:,} characters" in preview
 
 
 # ---------------------------------------------------------------- ContextStore
 
 
-def test_store_add_get_names_drop_clear():
+def test_store_put_get_names_drop_clear():
     store = ContextStore()
-    store.add("context", "abc", files=["a.txt"], skipped=["b.png"])
-    store.add("other", "defg")
+    store.put(Context.from_text("context", "abc", files=["a.txt"], skipped=["b.png"]))
+    store.put(Context.from_text("other", "defg"))
     assert store.names() == ["context", "other"]
     assert store.get("context").files == ["a.txt"]
     assert store.get("context").skipped == ["b.png"]
@@ -70,31 +127,16 @@ def test_store_add_get_names_drop_clear():
     assert store.names() == [] and store.total_chars == 0
 
 
-def test_add_replaces_an_existing_context():
+def test_put_replaces_an_existing_context():
     store = ContextStore()
-    store.add("context", "old")
-    assert store.add("context", "new").text == "new"
-
-
-def test_append_concatenates_and_resets_counts():
-    store = ContextStore()
-    first = store.add("context", "one\n", files=["a"])
-    first.tokens, first.token_encoding = 2, "o200k_base"
-    assert first.lines == 1
-    after = store.add("context", "two\n", files=["b"], append=True)
-    assert after.text == "one\ntwo\n"
-    assert after.files == ["a", "b"]
-    assert after.tokens is None and after.token_encoding is None
-    assert after.lines == 2
-
-
-def test_append_to_a_missing_name_creates_it():
-    assert ContextStore().add("new", "x", append=True).text == "x"
+    store.put(Context.from_text("context", "old"))
+    store.put(Context.from_text("context", "newer"))
+    assert store.get("context").chars == 5 and len(store) == 1
 
 
 def test_unknown_context_lists_the_loaded_names():
     store = ContextStore()
-    store.add("docs", "x")
+    store.put(Context.from_text("docs", "x"))
     with pytest.raises(UnknownContext, match="'docs'"):
         store.get("context")
     with pytest.raises(UnknownContext):
@@ -104,61 +146,61 @@ def test_unknown_context_lists_the_loaded_names():
 @pytest.mark.parametrize("name", ["", "has space", "a/b", "x" * 200, "-lead"])
 def test_bad_context_names_are_refused(name):
     with pytest.raises(InvalidInput, match="context name"):
-        ContextStore().add(name, "x")
+        ContextStore().put(Context.from_text(name, "x"))
 
 
 # ---------------------------------------------------------------- peek
 
 
-def test_peek_chars(ctx):
-    out = peek(ctx, 6, 9)
+async def test_peek_chars(ctx):
+    out = await peek(ctx, 6, 9)
     assert out["text"] == "one"
     assert (out["start"], out["end"], out["unit"], out["total"]) == (6, 9, "chars", len(TEXT))
     assert out["truncated"] is False
-    assert peek(ctx)["text"] == TEXT
+    assert (await peek(ctx))["text"] == TEXT
 
 
-def test_peek_negative_indices_count_from_the_end(ctx):
-    assert peek(ctx, -5)["text"] == "four\n"
-    assert peek(ctx, -5, -1)["text"] == "four"
-    assert peek(ctx, -1, unit="lines")["text"] == "delta four\n"
+async def test_peek_negative_indices_count_from_the_end(ctx):
+    assert (await peek(ctx, -5))["text"] == "four\n"
+    assert (await peek(ctx, -5, -1))["text"] == "four"
+    assert (await peek(ctx, -1, unit="lines"))["text"] == "delta four\n"
 
 
-def test_peek_end_past_the_data_is_clamped(ctx):
-    out = peek(ctx, 0, 10_000)
+async def test_peek_end_past_the_data_is_clamped(ctx):
+    out = await peek(ctx, 0, 10_000)
     assert out["end"] == len(TEXT) and out["text"] == TEXT
 
 
-def test_peek_lines_are_zero_based_and_end_exclusive(ctx):
-    out = peek(ctx, 1, 3, unit="lines")
+async def test_peek_lines_are_zero_based_and_end_exclusive(ctx):
+    out = await peek(ctx, 1, 3, unit="lines")
     assert out["text"] == "beta two\ngamma three\n"
     assert (out["start"], out["end"], out["total"]) == (1, 3, 4)
 
 
-def test_peek_last_line_without_newline():
-    c = Context("c", "a\nb")
-    assert peek(c, 1, unit="lines")["text"] == "b"
+async def test_peek_last_line_without_newline():
+    c = make("a\nb", "c")
+    assert (await peek(c, 1, unit="lines"))["text"] == "b"
 
 
-def test_peek_chars_cap_truncates_and_says_where_to_continue(ctx):
-    out = peek(ctx, 0, max_chars=10)
+async def test_peek_chars_cap_truncates_and_says_where_to_continue(ctx):
+    out = await peek(ctx, 0, max_chars=10)
     assert out["text"] == TEXT[:10]
     assert out["truncated"] is True and out["end"] == 10
-    follow = peek(ctx, out["end"], max_chars=10)
+    follow = await peek(ctx, out["end"], max_chars=10)
     assert follow["text"] == TEXT[10:20]
 
 
-def test_peek_lines_cap_serves_whole_lines_only(ctx):
-    out = peek(ctx, 0, unit="lines", max_chars=25)
+async def test_peek_lines_cap_serves_whole_lines_only(ctx):
+    out = await peek(ctx, 0, unit="lines", max_chars=25)
     assert out["text"] == "alpha one\nbeta two\n"
     assert out["end"] == 2 and out["truncated"] is True
-    rest = peek(ctx, out["end"], unit="lines")
+    rest = await peek(ctx, out["end"], unit="lines")
     assert out["text"] + rest["text"] == TEXT
 
 
-def test_peek_a_line_longer_than_the_cap_says_how_to_read_the_rest():
-    c = Context("c", "short\n" + "x" * 100 + "\nend\n")
-    out = peek(c, 1, unit="lines", max_chars=30)
+async def test_peek_a_line_longer_than_the_cap_says_how_to_read_the_rest():
+    c = make("short\n" + "x" * 100 + "\nend\n")
+    out = await peek(c, 1, unit="lines", max_chars=30)
     assert out["text"] == "x" * 30
     assert out["truncated"] is True
     assert "unit='chars'" in out["hint"]
@@ -166,37 +208,37 @@ def test_peek_a_line_longer_than_the_cap_says_how_to_read_the_rest():
 
 
 @pytest.mark.parametrize(("start", "end"), [(len(TEXT) + 1, None), (-len(TEXT) - 1, None), (10, 5)])
-def test_peek_out_of_range_names_the_valid_range(ctx, start, end):
+async def test_peek_out_of_range_names_the_valid_range(ctx, start, end):
     with pytest.raises(InvalidRange) as info:
-        peek(ctx, start, end)
+        await peek(ctx, start, end)
     assert str(len(TEXT)) in str(info.value)
 
 
-def test_peek_lines_out_of_range(ctx):
+async def test_peek_lines_out_of_range(ctx):
     with pytest.raises(InvalidRange, match="4 lines"):
-        peek(ctx, 5, unit="lines")
+        await peek(ctx, 5, unit="lines")
 
 
-def test_peek_bad_unit_and_cap(ctx):
+async def test_peek_bad_unit_and_cap(ctx):
     with pytest.raises(InvalidInput, match="'chars' or 'lines'"):
-        peek(ctx, unit="words")
+        await peek(ctx, unit="words")
     with pytest.raises(InvalidInput, match="max_chars"):
-        peek(ctx, max_chars=0)
+        await peek(ctx, max_chars=0)
     with pytest.raises(InvalidInput, match="start"):
-        peek(ctx, "3")  # type: ignore[arg-type]
+        await peek(ctx, "3")  # type: ignore[arg-type]
 
 
-def test_peek_empty_context():
-    c = Context("c", "")
-    assert peek(c)["text"] == ""
-    assert peek(c, unit="lines")["text"] == ""
+async def test_peek_empty_context():
+    c = make("", "c")
+    assert (await peek(c))["text"] == ""
+    assert (await peek(c, unit="lines"))["text"] == ""
 
 
 # ---------------------------------------------------------------- search
 
 
-def test_search_hits_have_offsets_lines_and_windows(ctx):
-    out = search(ctx, r"\w+a (\w+)", window=3)
+async def test_search_hits_have_offsets_lines_and_windows(ctx):
+    out = await search(ctx, r"\w+a (\w+)", window=3)
     starts = [m["start"] for m in out["matches"]]
     assert starts == [m.start() for m in re.finditer(r"\w+a (\w+)", TEXT)]
     assert [m["line"] for m in out["matches"]] == [1, 2, 3, 4]
@@ -206,76 +248,74 @@ def test_search_hits_have_offsets_lines_and_windows(ctx):
     assert out["truncated"] is False
 
 
-def test_search_stops_at_max_results_and_flags_more(ctx):
-    out = search(ctx, "a", max_results=2)
+async def test_search_stops_at_max_results_and_flags_more(ctx):
+    out = await search(ctx, "a", max_results=2)
     assert len(out["matches"]) == 2
     assert out["truncated"] is True
-    exact = search(ctx, r"^\w+", max_results=4)
+    exact = await search(ctx, r"^\w+", max_results=4)
     assert len(exact["matches"]) == 4 and exact["truncated"] is False
 
 
-def test_search_caret_matches_at_line_starts(ctx):
-    out = search(ctx, r"^gamma")
+async def test_search_caret_matches_at_line_starts(ctx):
+    out = await search(ctx, r"^gamma")
     assert [m["line"] for m in out["matches"]] == [3]
 
 
-def test_search_literal_mode_escapes_metacharacters():
-    c = Context("c", "cost is $5.00 (approx.)\nor 5x00\n")
-    out = search(c, "$5.00 (approx.)", regex=False)
+async def test_search_literal_mode_escapes_metacharacters():
+    c = make("cost is $5.00 (approx.)\nor 5x00\n", "c")
+    out = await search(c, "$5.00 (approx.)", regex=False)
     assert [m["start"] for m in out["matches"]] == [8]
-    assert search(c, "5.00", regex=False)["matches"][0]["start"] == 9
-    assert len(search(c, "5.00")["matches"]) == 2  # as a regex "." matches any char
+    assert (await search(c, "5.00", regex=False))["matches"][0]["start"] == 9
+    assert len((await search(c, "5.00"))["matches"]) == 2  # as a regex "." matches any char
 
 
-def test_search_ignore_case(ctx):
-    assert search(ctx, "BETA")["matches"] == []
-    assert search(ctx, "BETA", ignore_case=True)["matches"][0]["line"] == 2
+async def test_search_ignore_case(ctx):
+    assert (await search(ctx, "BETA"))["matches"] == []
+    assert (await search(ctx, "BETA", ignore_case=True))["matches"][0]["line"] == 2
 
 
-def test_search_invalid_regex_quotes_the_re_error(ctx):
+async def test_search_invalid_regex_quotes_the_re_error(ctx):
     with pytest.raises(InvalidPattern, match="unterminated|missing"):
-        search(ctx, "(unclosed")
+        await search(ctx, "(unclosed")
 
 
 @pytest.mark.parametrize(
     "kwargs",
     [{"max_results": 0}, {"max_results": 1001}, {"window": -1}, {"window": 5001}, {"pattern": ""}],
 )
-def test_search_bounds_are_checked(ctx, kwargs):
+async def test_search_bounds_are_checked(ctx, kwargs):
     args = {"pattern": "a", **kwargs}
     with pytest.raises(InvalidInput):
-        search(ctx, **args)
+        await search(ctx, **args)
 
 
-def test_search_line_numbers_agree_with_and_without_index():
+async def test_search_line_numbers_are_those_of_the_text():
     text = "".join(f"line {i} {'needle' if i % 7 == 0 else ''}\n" for i in range(1000))
-    c = Context("c", text)
-    before = search(c, "needle", max_results=100)
-    assert c.lines == 1000  # builds the index
-    after = search(c, "needle", max_results=100)
-    assert before["matches"] == after["matches"]
-    assert [m["line"] for m in after["matches"][:3]] == [1, 8, 15]
+    c = make(text)
+    out = await search(c, "needle", max_results=200)
+    assert [m["line"] for m in out["matches"]] == [text.count("\n", 0, m["start"]) + 1 for m in out["matches"]]
+    assert [m["line"] for m in out["matches"][:3]] == [1, 8, 15]
 
 
-def test_search_output_is_capped_by_max_chars():
-    c = Context("c", ("word " * 100 + "\n") * 50)
-    out = search(c, "word", window=200, max_results=1000, max_chars=2000)
+async def test_search_output_is_capped_by_max_chars():
+    c = make(("word " * 100 + "\n") * 50)
+    out = await search(c, "word", window=200, max_results=1000, max_chars=2000)
     assert sum(len(m["text"]) for m in out["matches"]) <= 2000
     assert out["truncated"] is True
 
 
 @pytest.mark.slow
-def test_peek_and_search_far_into_a_200mb_context_are_fast():
+async def test_peek_and_search_far_into_a_200mb_context_are_fast():
     """Peeking at offset 150M or by line costs the slice, not the context size."""
-    c = Context("big", ("x" * 49 + "\n") * 4_000_000)
     t0 = time.perf_counter()
-    out = peek(c, 150_000_000, 150_000_100)
+    c = make(("x" * 49 + "\n") * 4_000_000, "big")
+    assert c.lines == 4_000_000
+    assert time.perf_counter() - t0 < 5  # the index is built once, at load: ~0.5 s here
+    t0 = time.perf_counter()
+    out = await peek(c, 150_000_000, 150_000_100)
     assert time.perf_counter() - t0 < 0.05
     assert out["text"] == c.text[150_000_000:150_000_100]
     t0 = time.perf_counter()
-    assert c.lines == 4_000_000
-    assert time.perf_counter() - t0 < 5  # index built once: ~0.5 s here
-    t0 = time.perf_counter()
-    out = peek(c, 3_000_000, 3_000_002, unit="lines")
+    out = await peek(c, 3_000_000, 3_000_002, unit="lines")
     assert time.perf_counter() - t0 < 0.05
     assert out["text"] == ("x" * 49 + "\n") * 2

@@ -1,0 +1,149 @@
+"""Contexts on disk and in the worker: the host keeps no text in memory, reads slices and
+searches through the worker, and gives every fresh worker its contexts back from disk."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import anyio
+import pytest
+
+from sandbox import (
+    PAUSE,
+    ContextMissing,
+    Limits,
+    SandboxSession,
+    SearchTimeout,
+    SpillStore,
+    SubQueryRequest,
+)
+from sandbox.textops import compile_pattern, find_matches
+
+LIMITS = Limits(exec_timeout=5.0, kill_grace=1.0, memory_margin_mb=256, max_output_chars=2_000)
+ODD = "ascii \u00e9t\u00e9 \u4e2d\u6587 \U0001f600 lone\ud800surrogate\n" * 3
+
+
+# -- the store -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text", ["", "plain ascii\n", ODD])
+def test_a_spilled_text_reads_back_byte_for_byte(tmp_path: Path, text: str) -> None:
+    store = SpillStore(tmp_path)
+    part = store.write(text)
+    assert part.chars == len(text)
+    assert part.nbytes == len(text.encode("utf-8", "surrogatepass")) == part.path.stat().st_size
+    store.commit("c", part, append=False)
+    data = b"".join(SpillStore.chunks(store.get("c")))  # type: ignore[arg-type]
+    assert data.decode("utf-8", "surrogatepass") == text
+
+
+def test_commit_replaces_or_appends_and_close_removes_everything(tmp_path: Path) -> None:
+    store = SpillStore(tmp_path)
+    store.commit("c", store.write("one\n"), append=False)
+    first = store.get("c")
+    store.commit("c", store.write("two\n"), append=False)
+    assert first is not None and not first.path.exists()  # the replaced file is gone
+    store.commit("c", store.write(ODD), append=True)
+    merged = store.get("c")
+    assert merged is not None and merged.chars == len("two\n" + ODD)
+    assert merged.path.read_bytes().decode("utf-8", "surrogatepass") == "two\n" + ODD
+    assert merged.str_size >= len("two\n" + ODD) * 4  # the emoji makes every char 4 bytes wide
+    folder = store.directory
+    assert oct(folder.stat().st_mode & 0o777) == "0o700"
+    assert sorted(p.name for p in folder.iterdir()) == [merged.path.name]  # parts were consumed
+    store.close()
+    assert not folder.exists() and store.get("c") is None
+
+
+def test_find_matches_stops_after_the_hits_it_returns() -> None:
+    text = "x" * 1000 + "needle" + "y" * 1000 + "needle" + "z" * 10
+    found = find_matches(text, compile_pattern("needle", True, False), 1, 5, 1000, 5.0)
+    assert [(h.start, h.end, h.lo, h.text) for h in found.hits] == [(1000, 1006, 995, "xxxxxneedleyyyyy")]
+    assert found.truncated and found.next_start == 2006 and found.scanned == 2012
+    literal = find_matches("a.b axb", compile_pattern("a.b", False, False), 10, 0, 100, 5.0)
+    assert [h.start for h in literal.hits] == [0]
+
+
+# -- through a worker ----------------------------------------------------------------------------
+
+
+async def test_reads_and_searches_are_served_by_the_worker() -> None:
+    async with SandboxSession(LIMITS) as s:
+        await s.load_context("context", ODD)
+        assert await s.read_context("context", 6, 11) == ODD[6:11]
+        assert await s.read_context("context", 0, 10**9) == ODD  # clamped like a slice
+        found = await s.find_in_context("context", "lone.surrogate", window=3)
+        assert [h.start for h in found.hits] == [i for i in range(len(ODD)) if ODD.startswith("lone", i)]
+        assert found.hits[0].text == ODD[found.hits[0].lo : found.hits[0].end + 3]
+        with pytest.raises(ContextMissing):
+            await s.read_context("nope", 0, 1)
+
+
+async def test_a_catastrophic_pattern_times_out_in_the_worker_and_the_worker_goes_on() -> None:
+    async with SandboxSession(LIMITS) as s:
+        await s.load_context("context", "x" * 5000)
+        with anyio.fail_after(30), pytest.raises(SearchTimeout):
+            await s.find_in_context("context", "(x+x+)+y", timeout=0.5)
+        assert (await s.execute("print(len(context))")).stdout == "5000\n"
+
+
+async def test_a_paused_execution_still_serves_reads_and_searches() -> None:
+    async def pause(request: SubQueryRequest) -> object:
+        return PAUSE
+
+    async with SandboxSession(LIMITS, on_sub_query=pause) as s:
+        await s.load_context("context", "alpha\nbeta\n")
+        paused = await s.execute("r = llm_query('q')\nprint(r)")
+        assert paused.status == "paused"
+        with anyio.fail_after(10):
+            assert await s.read_context("context", 6, 10) == "beta"
+            assert [h.start for h in (await s.find_in_context("context", "beta")).hits] == [6]
+        done = await s.resume({paused.pending[0].id: "answer"})
+        assert done.status == "ok" and done.stdout == "answer\n"
+
+
+async def test_a_killed_worker_gets_every_context_back_from_disk() -> None:
+    async with SandboxSession(LIMITS) as s:
+        await s.load_context("context", "first\n")
+        await s.load_context("context", ODD, append=True)
+        await s.load_context("other", "B" * 100_000)
+        pid = s.pid
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        result = await s.execute("print(len(context), len(contexts['other']), context == 'first\\n' + " + repr(ODD) + ")")
+        assert result.status == "error" and result.restarted  # the execution that met the dead worker
+        again = await s.execute("print(len(context), len(contexts['other']), context == 'first\\n' + " + repr(ODD) + ")")
+        assert again.stdout == f"{len('first') + 1 + len(ODD)} 100000 True\n"
+
+
+async def test_a_shared_store_outlives_a_session_and_fills_the_next(tmp_path: Path) -> None:
+    """How the MCP server stops an idle worker without losing the client's contexts."""
+    store = SpillStore(tmp_path)
+    async with SandboxSession(LIMITS, store=store) as s:
+        await s.load_context("context", "kept across workers")
+    assert store.get("context") is not None and not store.closed
+    async with SandboxSession(LIMITS, store=store) as s:
+        assert (await s.execute("print(context)")).stdout == "kept across workers\n"
+    store.close()
+
+
+async def test_a_session_removes_its_own_files_on_close() -> None:
+    s = SandboxSession(LIMITS)
+    async with s:
+        await s.load_context("context", "x" * 1000)
+        folder = s.store.directory
+        assert any(folder.iterdir())
+    assert not folder.exists()
+
+
+async def test_a_refused_load_leaves_no_file_and_the_previous_text(tmp_path: Path) -> None:
+    store = SpillStore(tmp_path)
+    async with SandboxSession(Limits(exec_timeout=5.0, memory_mb=200), store=store) as s:
+        await s.load_context("context", "small")
+        with pytest.raises(Exception, match="could not take|failed"):
+            await s.load_context("context", "x" * 400_000_000)
+        assert (await s.execute("print(context)")).stdout == "small\n"
+    assert [p.name for p in store.directory.iterdir()] == [store.get("context").path.name]  # type: ignore[union-attr]
+    store.close()
