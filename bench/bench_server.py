@@ -27,9 +27,11 @@ e. memory: VmRSS of the server process and of its children (the sandbox worker),
    1 s after the load, and again after one more request reached the worker; the fixed cost
    ("idle": server + worker holding only the 1 MB context).
 f. where the load's time goes: the same ``RlmSession.load_context(path=...)`` run in this process
-   (no MCP), with its three phases timed: read + decode, sending to the worker, token counting
-   (the last two run concurrently); then again with the token counter swapped for the chars / 4
-   estimate, as a ratio to ``open().read()``: what the load would cost without an exact count.
+   (no MCP), with its phases timed: read + decode; token counting, which runs concurrently with
+   the line index and the write to disk; then sending the text from disk to the worker (the
+   server drops its copy first, so the worker holds the only one in memory). Then again with the
+   token counter swapped for the chars / 4 estimate, as a ratio to ``open().read()``: what the
+   load would cost without an exact count.
 """
 
 from __future__ import annotations
@@ -290,11 +292,11 @@ def _memory_rows(report: Report, setup: _Setup, memory: dict[str, Any]) -> None:
     if "reload_peak" in memory:
         report.row("e. peak RSS while re-loading over the same name / context size",
                    f"{memory['reload_peak'] / size:.2f}x", "",
-                   f"{fmt_bytes(memory['reload_peak'])}: the old text is held until the new one is in")
+                   f"{fmt_bytes(memory['reload_peak'])}: the worker keeps the old text while the server reads and indexes the new one")
 
 
 async def _phases(report: Report, setup: _Setup) -> None:
-    """(f): the same load in this process, its phases timed by wrapping three internals; then once
+    """(f): the same load in this process, its phases timed by wrapping four internals; then once
     more with the exact token count replaced by the chars / 4 estimate, to show what the load costs
     without it. The wrapped names are internals others may rename: then the breakdown is skipped
     with a note instead of failing the benchmark."""
@@ -306,6 +308,7 @@ async def _phases(report: Report, setup: _Setup) -> None:
         from sandbox import SandboxSession
 
         targets = [(session_module, "load_path", "read + decode"),
+                   (SandboxSession, "spill", "write to disk"),
                    (SandboxSession, "load_context", "send to the worker"),
                    (TokenCounter, "acount", "token count")]
         originals = [getattr(owner, attr) for owner, attr, _ in targets]
@@ -361,7 +364,7 @@ async def _phases(report: Report, setup: _Setup) -> None:
     def parts(found: dict[str, tuple[float, float]], total: float) -> str:
         shown = "; ".join(f"{label} {fmt_s(end - start)} ({start:.2f}-{end:.2f} s)"
                           for label, (start, end) in found.items())
-        return f"{shown}; after them (lines, preview) {fmt_s(total - max(e for _, e in found.values()))}"
+        return f"{shown}; after them {fmt_s(total - max(e for _, e in found.values()))}"
 
     size = f"{setup.size / MB:.0f} MB"
     report.row(f"f. RlmSession.load_context(path) of {size} in this process", fmt_s(exact), "",
