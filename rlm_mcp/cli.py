@@ -8,6 +8,8 @@ from collections.abc import Sequence
 
 import anyio
 
+from sandbox import sweep_stale
+
 from .config import Settings, settings_from_args
 from .server import build_server
 
@@ -45,6 +47,8 @@ async def run(settings: Settings) -> None:
 def main(argv: Sequence[str] | None = None) -> None:
     settings = settings_from_args(argv)
     _configure_logging(settings)
+    for folder in sweep_stale():
+        logging.getLogger(__name__).info("removed %s, left behind by a server that was killed", folder)
     try:
         anyio.run(run, settings)
     except KeyboardInterrupt:

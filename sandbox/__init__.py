@@ -12,7 +12,7 @@ from .errors import (
     WorkerStartFailed,
 )
 from .host import SandboxSession
-from .spill import SpilledText, SpillStore
+from .spill import SpilledText, SpillStore, sweep_stale
 from .textops import FindResult, Hit
 from .modules import ALLOWED_MODULES
 from .values import (
@@ -52,4 +52,5 @@ __all__ = [
     "VariableSlice",
     "WorkerCrashed",
     "WorkerStartFailed",
+    "sweep_stale",
 ]

@@ -4,7 +4,8 @@ A context can be hundreds of MB. The worker needs it as a ``str``; the host need
 give a fresh worker its contexts back (after a crash, a timeout, a reset or an idle stop). Kept
 as a second ``str`` in the server that doubled the memory of every session; kept here it costs
 disk (and page cache the kernel can drop). Each context is one UTF-8 file (lone surrogates kept
-with ``surrogatepass``) in a private temporary folder that ``close`` removes.
+with ``surrogatepass``) in a private temporary folder that ``close`` removes. The folder's name
+carries the owner's pid, so that ``sweep_stale`` can remove what a killed process left behind.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-__all__ = ["SpillStore", "SpilledText"]
+__all__ = ["SpillStore", "SpilledText", "sweep_stale"]
+
+PREFIX = "rlm-contexts-"
 
 CHUNK = 1024 * 1024  # small pieces: glibc keeps freed 8 MB buffers in the heap (measured +30 MB)
 
@@ -49,7 +52,8 @@ class SpillStore:
         if self.closed:
             raise RuntimeError("this spill store is closed")
         if self._dir is None:
-            self._dir = Path(tempfile.mkdtemp(prefix="rlm-contexts-", dir=self._parent))  # mode 0700
+            prefix = f"{PREFIX}{os.getpid()}-"
+            self._dir = Path(tempfile.mkdtemp(prefix=prefix, dir=self._parent))  # mode 0700
         return self._dir
 
     def write(self, text: str) -> SpilledText:
@@ -127,3 +131,26 @@ class SpillStore:
         with open(spilled.path, "rb") as f:
             while chunk := f.read(CHUNK):
                 yield chunk
+
+
+def sweep_stale(parent: str | os.PathLike[str] | None = None) -> list[Path]:
+    """Remove the folders of stores whose process is gone (killed before it could clean up);
+    returns them. Only this user's folders are touched, and a live pid is always left alone."""
+    base = Path(parent if parent is not None else tempfile.gettempdir())
+    removed: list[Path] = []
+    try:
+        candidates = list(base.glob(f"{PREFIX}*-*"))
+    except OSError:
+        return removed
+    for folder in candidates:
+        pid_text = folder.name[len(PREFIX):].split("-", 1)[0]
+        try:
+            if not pid_text.isdigit() or folder.is_symlink() or folder.stat().st_uid != os.getuid():
+                continue
+            os.kill(int(pid_text), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+        except (OSError, ValueError, OverflowError):
+            continue  # alive under another user (EPERM), or unreadable: not ours to judge
+    return removed

@@ -147,3 +147,65 @@ async def test_a_refused_load_leaves_no_file_and_the_previous_text(tmp_path: Pat
         assert (await s.execute("print(context)")).stdout == "small\n"
     assert [p.name for p in store.directory.iterdir()] == [store.get("context").path.name]  # type: ignore[union-attr]
     store.close()
+
+
+def test_sweep_removes_only_the_folders_of_dead_processes(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from sandbox import sweep_stale
+
+    child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(child.stdout)  # exited and reaped: nobody has this pid now (or a stranger does)
+    mine = SpillStore(tmp_path)
+    mine.commit("c", mine.write("live"), append=False)
+    dead = tmp_path / f"rlm-contexts-{dead_pid}-abc"
+    dead.mkdir()
+    (dead / "ctx-0.txt").write_text("left behind by a SIGKILL")
+    unrelated = tmp_path / "rlm-contexts-notapid-x"
+    unrelated.mkdir()
+    removed = sweep_stale(tmp_path)
+    alive = os.path.exists(f"/proc/{dead_pid}")  # pid reuse in between: then it must be kept
+    assert removed == ([] if alive else [dead]) and dead.exists() == alive
+    assert mine.directory.exists() and unrelated.exists()
+    mine.close()
+
+
+async def test_a_server_killed_with_sigkill_leaves_a_folder_the_next_start_removes(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    script = ("import anyio, os, sys\nfrom sandbox import SandboxSession\n"
+              "async def main():\n    async with SandboxSession() as s:\n"
+              "        await s.load_context('context', 'secret data')\n"
+              "        print('loaded', s.pid, flush=True)\n        await anyio.sleep(60)\nanyio.run(main)\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, text=True,
+                            cwd=str(Path(__file__).resolve().parents[2]), start_new_session=True)
+    try:
+        assert proc.stdout is not None
+        word, worker = proc.stdout.readline().split()
+        assert word == "loaded"
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        # The worker (its own process group) sees its pipe close and exits by itself.
+        with anyio.fail_after(10):
+            while os.path.exists(f"/proc/{worker}") and "zombie" not in _state(int(worker)):
+                await anyio.sleep(0.05)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+    left = list(tmp_path.glob("rlm-contexts-*"))
+    assert len(left) == 1 and any(left[0].iterdir())
+    from sandbox import sweep_stale
+
+    assert sweep_stale(tmp_path) == left and not left[0].exists()
+
+
+def _state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return next((line for line in f if line.startswith("State:")), "").lower()
+    except OSError:
+        return "gone"
