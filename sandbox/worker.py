@@ -24,7 +24,7 @@ import signal
 import sys
 from typing import Any
 
-from . import protocol, textops
+from . import protocol
 from .modules import build_namespaces, make_import
 from .policy import (
     RESERVED_NAMES,
@@ -357,6 +357,9 @@ class Worker:
         text = self._loaded(message.get("name"))
         if text is None:
             return
+        # Imported on the first search only: the regex engine costs every worker ~2 MB.
+        from . import textops
+
         # CPU time is counted for the whole process: without this, many searches after one
         # execution would add up to that execution's backstop and the kernel would kill us.
         self._arm_cpu_backstop(extra=float(message.get("timeout", 0)))

@@ -209,3 +209,17 @@ def _state(pid: int) -> str:
             return next((line for line in f if line.startswith("State:")), "").lower()
     except OSError:
         return "gone"
+
+
+def test_the_worker_boots_without_the_host_side_loaded() -> None:
+    """Each worker pays for what it imports (100 sessions: 100 workers); the package's exports
+    are lazy so that reaching sandbox.worker does not load anyio, the host or the regex engine."""
+    import json
+    import subprocess
+    import sys
+
+    root = str(Path(__file__).resolve().parents[2])
+    code = f"import json, sys; sys.path.insert(0, {root!r}); import sandbox.worker; print(json.dumps(sorted(sys.modules)))"
+    loaded = set(json.loads(subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True,
+                                           check=True).stdout))
+    assert not {"anyio", "regex", "sandbox.host", "sandbox.spill", "sandbox.textops", "mcp", "httpx"} & loaded
