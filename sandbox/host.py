@@ -345,7 +345,13 @@ class SandboxSession:
     async def spill(self, text: str) -> SpilledText:
         """Write ``text`` to disk for a later ``load_context``. A caller that drops its own
         reference in between never has the text in memory at the same time as the worker."""
-        return await anyio.to_thread.run_sync(self._store.write, text)
+        try:
+            return await anyio.to_thread.run_sync(self._store.write, text)
+        except OSError as exc:  # no space, no temp folder: the caller's text is fine, the disk is not
+            raise SandboxError(
+                f"The context could not be written to disk for the sandbox ({exc.strerror or exc}). Free some "
+                "space in the temporary folder, or point TMPDIR at another one."
+            ) from exc
 
     async def load_context(self, name: str, text: str | SpilledText, append: bool = False) -> None:
         """Send a context to the worker once; executions then see it as a variable. ``text``

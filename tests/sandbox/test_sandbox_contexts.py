@@ -14,6 +14,7 @@ from sandbox import (
     PAUSE,
     ContextMissing,
     Limits,
+    SandboxError,
     SandboxSession,
     SearchTimeout,
     SpillStore,
@@ -223,3 +224,12 @@ def test_the_worker_boots_without_the_host_side_loaded() -> None:
     loaded = set(json.loads(subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True,
                                            check=True).stdout))
     assert not {"anyio", "regex", "sandbox.host", "sandbox.spill", "sandbox.textops", "mcp", "httpx"} & loaded
+
+
+async def test_a_disk_that_refuses_the_context_is_a_clear_error(tmp_path: Path) -> None:
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("x")
+    async with SandboxSession(LIMITS, store=SpillStore(not_a_folder)) as s:
+        with pytest.raises(SandboxError, match="could not be written to disk.*TMPDIR"):
+            await s.load_context("context", "text")
+        assert (await s.execute("print(len(contexts))")).stdout == "0\n"
