@@ -134,6 +134,10 @@ class RlmSession:
                 try:
                     # start() inside the try: a call cancelled mid-start must not leave its worker.
                     await sandbox.start()  # it loads every context of the store
+                    for name in sandbox.contexts_lost:
+                        logger.warning("context %r of %s was removed from disk; it is gone", name, self.label)
+                        if name in self.contexts:
+                            self.contexts.drop(name)
                     if self._closed:  # aclose() ran meanwhile and could not see this worker
                         raise RlmError("This session was closed while its worker was starting.")
                 except BaseException:

@@ -109,6 +109,8 @@ class SandboxSession:
         self._budget = 0.0
         self._started_at = 0.0
         self.restarts = 0
+        self.contexts_lost: list[str] = []
+        """Contexts whose files disappeared from disk before a worker could be given them back."""
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -244,6 +246,12 @@ class SandboxSession:
         try:
             with anyio.fail_after(self.limits.request_timeout):
                 for name, spilled in self._store.items():
+                    if not spilled.path.exists():
+                        # Removed under us (a temp-folder cleaner): the text is gone; do not let
+                        # it stop every future worker from starting.
+                        self._store.drop(name)
+                        self.contexts_lost.append(name)
+                        continue
                     await self._send_context(name, spilled, append=False)
                     await self._expect_ok()
         except (_WorkerDied, TimeoutError, SandboxError) as exc:  # internal: must not leak as a crash

@@ -233,3 +233,15 @@ async def test_a_disk_that_refuses_the_context_is_a_clear_error(tmp_path: Path) 
         with pytest.raises(SandboxError, match="could not be written to disk.*TMPDIR"):
             await s.load_context("context", "text")
         assert (await s.execute("print(len(contexts))")).stdout == "0\n"
+
+
+async def test_a_context_file_removed_from_disk_does_not_stop_the_next_worker(tmp_path: Path) -> None:
+    store = SpillStore(tmp_path)
+    async with SandboxSession(LIMITS, store=store) as s:
+        await s.load_context("context", "kept")
+        await s.load_context("other", "removed by a temp cleaner")
+    store.get("other").path.unlink()  # type: ignore[union-attr]
+    async with SandboxSession(LIMITS, store=store) as s:
+        assert s.contexts_lost == ["other"] and s.context_names == ["context"]
+        assert (await s.execute("print(sorted(contexts))")).stdout == "['context']\n"
+    store.close()
