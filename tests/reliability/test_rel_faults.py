@@ -430,8 +430,13 @@ async def test_http_client_that_leaves_while_its_sampling_callback_is_blocked_le
 
 async def test_a_killed_server_leaves_no_orphan_worker(tmp_path: Path):
     """SIGKILL the server itself mid-execution: the worker notices (its pipe closes, its own alarm
-    fires) and exits instead of spinning on as an orphan."""
-    params = StdioServerParameters(command=rlm_mcp_command(), args=["--root", str(tmp_path), "--exec-timeout", "2"])
+    fires) and exits instead of spinning on as an orphan. The folder with the session's contexts
+    stays behind (nothing runs on SIGKILL) until the next start of rlm-mcp removes it."""
+    spill = tmp_path / "tmp"
+    spill.mkdir()
+    env = {"TMPDIR": str(spill)}
+    params = StdioServerParameters(command=rlm_mcp_command(), args=["--root", str(tmp_path), "--exec-timeout", "2"],
+                                   env=env)
     pid_holder: list[int] = []
     server_pids: list[int] = []
     with anyio.move_on_after(20):
@@ -453,6 +458,12 @@ async def test_a_killed_server_leaves_no_orphan_worker(tmp_path: Path):
                 tg.cancel_scope.cancel()
     worker = pid_holder[0]
     await wait_for(lambda: gone(worker), 15, "the orphaned worker to exit on its own")
+    left = list(spill.glob(f"rlm-contexts-{server_pids[0]}-*"))
+    assert len(left) == 1 and any(left[0].iterdir()), list(spill.iterdir())
+    # The next server start (here one that finds stdin closed and exits) sweeps it away.
+    subprocess.run([rlm_mcp_command(), "--root", str(tmp_path)], stdin=subprocess.DEVNULL, capture_output=True,
+                   env={**os.environ, **env}, timeout=60, check=True)
+    assert not left[0].exists()
 
 
 def _is_rlm_mcp(pid: int) -> bool:
