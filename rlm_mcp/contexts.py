@@ -5,8 +5,9 @@ holds the only copy in memory (and the sandbox host a copy on disk to reload a w
 What the server keeps per context is small: its size, a head and a tail for previews, and its
 line index (an ``array`` of line-start offsets, 4 bytes per line below 4 Gi chars, built once at
 load).
-``peek`` and ``search`` read through a ``TextSource``, the worker in a session (and a plain
-string in tests), and cost what their slice or their hits cost, never the size of the text.
+``peek`` and ``search`` read through a ``TextSource`` (in a session: slices from the context's
+file, searches in the worker; in tests, a plain string) and cost what their slice or their hits
+cost, never the size of the text.
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ from sandbox import (
 from . import contexts as ctxmod
 from .backends.base import SubLlm
 from .config import Settings
-from .errors import InvalidInput, RlmError, SubQueryFailed, TooLarge, UnknownVariable
+from .errors import InvalidInput, RlmError, SubQueryFailed, TooLarge, UnknownContext, UnknownVariable
 from .loaders import LoadedSource, LoadLimits, load_glob, load_path, load_text
 from .urls import load_url
 from .solver import SolveResult, run_rlm_loop
@@ -328,7 +328,7 @@ class RlmSession:
         if unit not in ("chars", "lines"):
             raise InvalidInput(f"unit must be 'chars' or 'lines', not {unit!r}.")
         ctx = self.contexts.get(name)
-        return await ctxmod.peek(ctx, await self._source(name), start, end, unit,
+        return await ctxmod.peek(ctx, self._source(name), start, end, unit,
                                  max_chars=self.settings.max_output_chars)
 
     async def search(self, pattern: str, name: str = "context", regex: bool = True, ignore_case: bool = False,
@@ -336,11 +336,11 @@ class RlmSession:
         self.last_used = anyio.current_time()
         ctx = self.contexts.get(name)
         ctxmod.check_pattern(pattern, regex, ignore_case)  # before starting a worker for it
-        return await ctxmod.search(ctx, await self._source(name), pattern, regex, ignore_case, max_results, window,
+        return await ctxmod.search(ctx, self._source(name), pattern, regex, ignore_case, max_results, window,
                                    max_chars=self.settings.max_output_chars, timeout=self.settings.search_timeout)
 
-    async def _source(self, name: str) -> _WorkerText:
-        return _WorkerText(await self.sandbox(), name)
+    def _source(self, name: str) -> _SessionText:
+        return _SessionText(self, name)
 
     # -- code -----------------------------------------------------------------------------------
 
@@ -439,7 +439,7 @@ class RlmSession:
             if hi - lo + len(prompt) > self.settings.max_prompt_chars:
                 raise InvalidInput(f"The prompt with its slice is over {self.settings.max_prompt_chars:,} characters "
                                    "(--max-prompt-chars). Send a smaller slice.")
-            piece = await (await self._source(name)).slice(lo, hi)
+            piece = await self._source(name).slice(lo, hi)
             text = f"{prompt}\n\n--- {name}[{lo}:{hi}] ---\n{piece}"
         if len(text) > self.settings.max_prompt_chars:
             raise InvalidInput(f"The prompt with its slice is {len(text):,} characters; the cap is "
@@ -585,17 +585,22 @@ def _give_back_freed_memory() -> None:
     trim(0)
 
 
-class _WorkerText:
-    """A context's text as the worker holds it (the ``TextSource`` of peek and search)."""
+class _SessionText:
+    """A context's text as the session holds it (the ``TextSource`` of peek and search): slices
+    come from its file, without waiting for (or starting) a worker; searches run in the worker."""
 
-    def __init__(self, sandbox: SandboxSession, name: str) -> None:
-        self.sandbox, self.name = sandbox, name
+    def __init__(self, session: RlmSession, name: str) -> None:
+        self.session, self.name = session, name
 
     async def slice(self, start: int, end: int) -> str:
-        return await self.sandbox.read_context(self.name, start, end)
+        text = await anyio.to_thread.run_sync(self.session._texts.read, self.name, start, end)
+        if text is None:
+            raise UnknownContext(f"No context named {self.name!r} is stored; load it again.")
+        return text
 
     async def find(self, pattern: str, **options: Any) -> FindResult:
-        return await self.sandbox.find_in_context(self.name, pattern, **options)
+        sandbox = await self.session.sandbox()
+        return await sandbox.find_in_context(self.name, pattern, **options)
 
 
 def _context_info(ctx: ctxmod.Context) -> str:

@@ -4,7 +4,8 @@ One ``SandboxSession`` owns one worker process. Contexts are sent to the worker
 once, when loaded, and kept on disk (a ``SpillStore``) so that a fresh worker
 (after a crash, a timeout or a reset) gets them back without the caller doing
 anything. The worker holds the only copy in memory; the host reads slices of a
-context and searches it by asking the worker (``read_context``, ``find_in_context``).
+context from disk (``read_context``) and searches it by asking the worker
+(``find_in_context``).
 
 Sub-queries: when code calls ``llm_query``, the worker sends one request and
 blocks. The session awaits the ``on_sub_query`` callback with the request and
@@ -408,12 +409,13 @@ class SandboxSession:
             await self._request({"op": "drop", "name": name})
 
     async def read_context(self, name: str, start: int, end: int) -> str:
-        """Chars ``start:end`` of a loaded context (Python slice semantics, clamped)."""
+        """Chars ``start:end`` of a loaded context (Python slice semantics, clamped), read from
+        disk: it never waits for the worker, which may be running code."""
         self._usable()
-        async with self._lock:
-            self._usable()
-            _, payload = await self._request({"op": "slice", "name": name, "start": start, "end": end})
-        return (payload or b"").decode("utf-8", "surrogatepass")
+        text = await anyio.to_thread.run_sync(self._store.read, name, start, end)
+        if text is None:
+            raise ContextMissing(f"no context named {name!r} is loaded")
+        return text
 
     async def find_in_context(self, name: str, pattern: str, *, regex: bool = True, ignore_case: bool = False,
                               max_results: int = 20, window: int = 200, max_chars: int = 20_000,

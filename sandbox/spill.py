@@ -6,17 +6,25 @@ as a second ``str`` in the server that doubled the memory of every session; kept
 disk (and page cache the kernel can drop). Each context is one UTF-8 file (lone surrogates kept
 with ``surrogatepass``) in a private temporary folder that ``close`` removes. The folder's name
 carries the owner's pid, so that ``sweep_stale`` can remove what a killed process left behind.
+
+Slices are read from these files too (``read``), so that reading a piece of a context never
+waits for the worker, which may be busy running code for minutes. Marks taken while writing
+map char offsets to byte offsets: ASCII text maps one to one; other text has a mark every
+``STEP`` chars, so a slice decodes at most ``STEP`` chars it does not return.
 """
 
 from __future__ import annotations
 
+import codecs
 import itertools
 import os
 import shutil
 import sys
 import tempfile
+from array import array
+from bisect import bisect_right
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 __all__ = ["SpillStore", "SpilledText", "sweep_stale"]
@@ -24,6 +32,24 @@ __all__ = ["SpillStore", "SpilledText", "sweep_stale"]
 PREFIX = "rlm-contexts-"
 
 CHUNK = 1024 * 1024  # small pieces: glibc keeps freed 8 MB buffers in the heap (measured +30 MB)
+STEP = 64 * 1024  # chars between two marks of a non-ASCII text
+
+
+@dataclass(frozen=True)
+class Marks:
+    """Where chars ``chars[i]`` start in the file (``nbytes[i]``); ``ascii[i]`` says that the text
+    up to the next mark is ASCII, so any offset in it maps by adding."""
+
+    chars: array = field(default_factory=lambda: array("Q"))
+    nbytes: array = field(default_factory=lambda: array("Q"))
+    ascii: bytearray = field(default_factory=bytearray)
+
+    def shifted(self, chars: int, nbytes: int) -> Marks:
+        return Marks(array("Q", (c + chars for c in self.chars)), array("Q", (b + nbytes for b in self.nbytes)),
+                     bytearray(self.ascii))
+
+    def __add__(self, other: Marks) -> Marks:
+        return Marks(self.chars + other.chars, self.nbytes + other.nbytes, self.ascii + other.ascii)
 
 
 @dataclass(frozen=True)
@@ -34,6 +60,7 @@ class SpilledText:
     chars: int
     nbytes: int
     str_size: int
+    marks: Marks = field(default_factory=Marks, repr=False)
 
 
 class SpillStore:
@@ -60,19 +87,22 @@ class SpillStore:
         """Write ``text`` to a new file (not yet a named context; see ``commit``)."""
         path = self.directory / f"part-{next(self._serial)}.txt"
         nbytes = 0
+        marks = Marks()
         try:
             with open(path, "wb") as f:
                 if text.isascii():
                     nbytes = len(text)
+                    marks.chars.append(0), marks.nbytes.append(0), marks.ascii.append(1)
                     for i in range(0, len(text), CHUNK):
                         f.write(text[i : i + CHUNK].encode("ascii"))
                 else:
-                    for i in range(0, len(text), CHUNK):
-                        nbytes += f.write(text[i : i + CHUNK].encode("utf-8", "surrogatepass"))
+                    for i in range(0, len(text), STEP):
+                        marks.chars.append(i), marks.nbytes.append(nbytes), marks.ascii.append(0)
+                        nbytes += f.write(text[i : i + STEP].encode("utf-8", "surrogatepass"))
         except BaseException:
             path.unlink(missing_ok=True)
             raise
-        return SpilledText(path, len(text), nbytes, sys.getsizeof(text))
+        return SpilledText(path, len(text), nbytes, sys.getsizeof(text), marks)
 
     def commit(self, name: str, part: SpilledText, append: bool) -> SpilledText:
         """Make ``part`` the context ``name`` (replacing it), or add it to the end of it."""
@@ -85,7 +115,8 @@ class SpillStore:
             # A str's size is its header plus chars times the widest char's width.
             width = max((old.str_size - header) // max(old.chars, 1), (part.str_size - header) // max(part.chars, 1), 1)
             merged = replace(old, chars=old.chars + part.chars, nbytes=old.nbytes + part.nbytes,
-                             str_size=header + width * (old.chars + part.chars) + 32)
+                             str_size=header + width * (old.chars + part.chars) + 32,
+                             marks=old.marks + part.marks.shifted(old.chars, old.nbytes))
         else:
             target = self.directory / f"ctx-{next(self._serial)}.txt"
             os.replace(part.path, target)
@@ -124,6 +155,39 @@ class SpillStore:
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
+
+    def read(self, name: str, start: int, end: int) -> str | None:
+        """Chars ``start:end`` of context ``name`` (clamped like a slice), or None if there is no
+        such context. Blocking file reads: run it in a worker thread."""
+        spilled = self._texts.get(name)
+        if spilled is None:
+            return None
+        start, end, _ = slice(start, end).indices(spilled.chars)
+        if end <= start:
+            return ""
+        marks = spilled.marks
+        k = bisect_right(marks.chars, start) - 1
+        skip = start - marks.chars[k]
+        offset = marks.nbytes[k]
+        if marks.ascii[k]:
+            offset, skip = offset + skip, 0
+        want = end - start
+        pieces: list[str] = []
+        decoder = codecs.getincrementaldecoder("utf-8")("surrogatepass")
+        with open(spilled.path, "rb") as f:
+            f.seek(offset)
+            while want > 0:
+                block = f.read(min(CHUNK, max(4 * (skip + want), 4096)))
+                text = decoder.decode(block, final=not block)
+                if skip:
+                    cut = min(skip, len(text))
+                    text, skip = text[cut:], skip - cut
+                piece = text[:want]
+                pieces.append(piece)
+                want -= len(piece)
+                if not block:
+                    break
+        return "".join(pieces)
 
     @staticmethod
     def chunks(spilled: SpilledText) -> Iterator[bytes]:

@@ -294,8 +294,6 @@ class Worker:
                 self.channel.send({"op": "ok"})
             elif op == "get_var":
                 self._get_var(message)
-            elif op == "slice":
-                self._slice(message)
             elif op == "find":
                 self._find(message)
             elif op == "reset" and not inline:
@@ -344,13 +342,6 @@ class Worker:
         if text is None:
             self.channel.send({"op": "error", "kind": "missing", "message": f"no context named {name!r} is loaded"})
         return text
-
-    def _slice(self, message: dict[str, Any]) -> None:
-        """Chars start:end of a loaded context (the host's peek)."""
-        text = self._loaded(message.get("name"))
-        if text is not None:
-            piece = text[int(message["start"]) : int(message["end"])]
-            self.channel.send({"op": "text"}, piece.encode("utf-8", "surrogatepass"))
 
     def _find(self, message: dict[str, Any]) -> None:
         """Matches in a loaded context (the host's search): spans in the header, texts as payload."""

@@ -101,3 +101,29 @@ async def test_concurrent_appends_each_extend_the_whole_text(tmp_path: Path):
         assert found["matches"][0]["line"] == whole.splitlines().index("piece 3") + 1
     finally:
         await session.aclose()
+
+
+async def test_peek_does_not_wait_for_running_code_nor_start_a_worker(tmp_path: Path):
+    session = RlmSession(Settings(roots=(tmp_path,), exec_timeout=20))
+    try:
+        await session.load_context(text="line one\nline two\n")
+        peeked_at: list[float] = []
+
+        async def peek_meanwhile() -> None:
+            await anyio.sleep(0.3)
+            out = await session.peek(start=1, unit="lines")
+            peeked_at.append(anyio.current_time())
+            assert out["text"] == "line two\n"
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(peek_meanwhile)
+            run = await session.exec_python("n = 0\nfor i in range(30_000_000):\n    n += 1\nprint(n)")
+            ran_until = anyio.current_time()
+        assert run["stdout"] == "30000000\n"
+        # Answered while the code was still running, not after it.
+        assert peeked_at and peeked_at[0] < ran_until - 0.2, (peeked_at, ran_until)
+        await session.stop_worker()
+        assert (await session.peek(start=0, end=4))["text"] == "line"
+        assert not session.worker_running  # a slice needs no worker
+    finally:
+        await session.aclose()

@@ -58,6 +58,31 @@ def test_commit_replaces_or_appends_and_close_removes_everything(tmp_path: Path)
     assert not folder.exists() and store.get("c") is None
 
 
+def test_slices_read_from_disk_are_the_texts_slices(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Random appends of ASCII and wider text, random slices: disk and string always agree
+    (marks every 7 chars here, so every kind of boundary gets crossed)."""
+    import random
+
+    from sandbox import spill
+
+    monkeypatch.setattr(spill, "STEP", 7)
+    store = SpillStore(tmp_path)
+    rng = random.Random(7)
+    wide = ["a", "\n", "\u00e9", "\u4e2d", "\U0001f600", "\ud800", "\udc80"]
+    for _ in range(200):
+        parts = ["".join(rng.choice(wide if rng.random() < 0.5 else wide[:2]) for _ in range(rng.randint(0, 40)))
+                 for _ in range(rng.randint(1, 4))]
+        store.commit("c", store.write(parts[0]), append=False)
+        for part in parts[1:]:
+            store.commit("c", store.write(part), append=True)
+        whole = "".join(parts)
+        for _ in range(20):
+            a, b = rng.randint(-3, len(whole) + 3), rng.randint(-3, len(whole) + 3)
+            assert store.read("c", a, b) == whole[a:b], (parts, a, b)
+    assert store.read("missing", 0, 1) is None
+    store.close()
+
+
 def test_find_matches_stops_after_the_hits_it_returns() -> None:
     text = "x" * 1000 + "needle" + "y" * 1000 + "needle" + "z" * 10
     found = find_matches(text, compile_pattern("needle", True, False), 1, 5, 1000, 5.0)
@@ -70,7 +95,7 @@ def test_find_matches_stops_after_the_hits_it_returns() -> None:
 # -- through a worker ----------------------------------------------------------------------------
 
 
-async def test_reads_and_searches_are_served_by_the_worker() -> None:
+async def test_reads_come_from_disk_and_searches_from_the_worker() -> None:
     async with SandboxSession(LIMITS) as s:
         await s.load_context("context", ODD)
         assert await s.read_context("context", 6, 11) == ODD[6:11]
