@@ -34,7 +34,15 @@ from sandbox import (
 from . import contexts as ctxmod
 from .backends.base import SubLlm
 from .config import Settings
-from .errors import InvalidInput, RlmError, SubQueryFailed, TooLarge, UnknownContext, UnknownVariable
+from .errors import (
+    InvalidInput,
+    RlmError,
+    SourceError,
+    SubQueryFailed,
+    TooLarge,
+    UnknownContext,
+    UnknownVariable,
+)
 from .loaders import LoadedSource, LoadLimits, load_glob, load_path, load_text
 from .urls import load_url
 from .solver import SolveResult, run_rlm_loop
@@ -593,7 +601,10 @@ class _SessionText:
         self.session, self.name = session, name
 
     async def slice(self, start: int, end: int) -> str:
-        text = await anyio.to_thread.run_sync(self.session._texts.read, self.name, start, end)
+        try:
+            text = await anyio.to_thread.run_sync(self.session._texts.read, self.name, start, end)
+        except OSError as exc:
+            raise SourceError(f"Context {self.name!r} could not be read from disk ({exc.strerror or exc}).") from exc
         if text is None:
             raise UnknownContext(f"No context named {self.name!r} is stored; load it again.")
         return text

@@ -412,7 +412,10 @@ class SandboxSession:
         """Chars ``start:end`` of a loaded context (Python slice semantics, clamped), read from
         disk: it never waits for the worker, which may be running code."""
         self._usable()
-        text = await anyio.to_thread.run_sync(self._store.read, name, start, end)
+        try:
+            text = await anyio.to_thread.run_sync(self._store.read, name, start, end)
+        except OSError as exc:
+            raise SandboxError(f"context {name!r} could not be read from disk ({exc.strerror or exc})") from exc
         if text is None:
             raise ContextMissing(f"no context named {name!r} is loaded")
         return text

@@ -121,6 +121,7 @@ class SpillStore:
             target = self.directory / f"ctx-{next(self._serial)}.txt"
             os.replace(part.path, target)
             merged = replace(part, path=target)
+            self._texts[name] = merged  # before the old file goes: a reader retries with this one
             if old is not None:
                 old.path.unlink(missing_ok=True)
         self._texts[name] = merged
@@ -159,9 +160,20 @@ class SpillStore:
     def read(self, name: str, start: int, end: int) -> str | None:
         """Chars ``start:end`` of context ``name`` (clamped like a slice), or None if there is no
         such context. Blocking file reads: run it in a worker thread."""
-        spilled = self._texts.get(name)
-        if spilled is None:
-            return None
+        for _ in range(3):
+            spilled = self._texts.get(name)
+            if spilled is None:
+                return None
+            try:
+                return self._read(spilled, start, end)
+            except FileNotFoundError:
+                if self._texts.get(name) is spilled:
+                    return None  # dropped (or removed from disk) for good
+                # replaced meanwhile by a load on another thread: read the new one
+        return None
+
+    @staticmethod
+    def _read(spilled: SpilledText, start: int, end: int) -> str:
         start, end, _ = slice(start, end).indices(spilled.chars)
         if end <= start:
             return ""

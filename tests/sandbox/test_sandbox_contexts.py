@@ -270,3 +270,28 @@ async def test_a_context_file_removed_from_disk_does_not_stop_the_next_worker(tm
         assert s.contexts_lost == ["other"] and s.context_names == ["context"]
         assert (await s.execute("print(sorted(contexts))")).stdout == "['context']\n"
     store.close()
+
+
+def test_a_read_racing_a_replace_or_a_drop_gets_the_new_text_or_none(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loads run on worker threads while peeks read: a file replaced or dropped under a reader
+    must give the new text or 'no such context', never an error."""
+    store = SpillStore(tmp_path)
+    store.commit("c", store.write("old text"), append=False)
+    old = store.get("c")
+    store.commit("c", store.write("new text"), append=False)
+    new = store.get("c")
+    assert old is not None and new is not None and not old.path.exists()
+    store._texts["c"] = old  # a reader took the entry just before the replace...
+    real_read = SpillStore._read
+
+    def replace_lands(spilled, start, end):  # ...which lands while it opens the old file
+        store._texts["c"] = new
+        return real_read(spilled, start, end)
+
+    monkeypatch.setattr(SpillStore, "_read", staticmethod(replace_lands))
+    assert store.read("c", 0, 3) == "new"
+    monkeypatch.setattr(SpillStore, "_read", staticmethod(real_read))
+    new.path.unlink()  # removed under us for good (a temp cleaner)
+    assert store.read("c", 0, 3) is None
+    store.close()
