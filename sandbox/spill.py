@@ -64,8 +64,10 @@ class SpilledText:
 
 
 class SpillStore:
-    """Named texts on disk. Not thread-safe: one session (one task at a time) uses it; the file
-    work of ``write`` and ``commit`` is meant to run in a worker thread."""
+    """Named texts on disk. One session uses it; its file work runs on worker threads. Writes and
+    commits come one at a time (the session serialises loads), while reads may overlap them: a
+    commit publishes the new entry before it removes the old file, and a read that finds its file
+    gone retries with the current entry."""
 
     def __init__(self, parent: str | os.PathLike[str] | None = None) -> None:
         self._parent = parent
