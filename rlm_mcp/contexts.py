@@ -16,7 +16,7 @@ import re
 from array import array
 from bisect import bisect_right
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import anyio
@@ -118,10 +118,9 @@ class Context:
 
     def appended(self, text: str, files: Iterable[str] = (), skipped: Iterable[str] = ()) -> Context:
         """This context with ``text`` added to its end (a new object; this one is left as it was)."""
+        files, skipped = [*self.files, *files], [*self.skipped, *skipped]
         if not text:
-            return Context(self.name, self.chars, self.head, self.tail, [*self.files, *files],
-                           [*self.skipped, *skipped], self.tokens, self.token_encoding, self.starts,
-                           self.ends_with_newline)
+            return replace(self, files=files, skipped=skipped)
         more = line_starts(text, self.chars)
         starts = array(more.typecode, self.starts)
         if self.chars and not self.ends_with_newline:
@@ -129,8 +128,8 @@ class Context:
         starts.extend(more)
         tail = (self.tail + text)[-EDGE:]
         head = self.head if len(self.head) >= EDGE else (self.head + text)[:EDGE]
-        return Context(self.name, self.chars + len(text), head, tail, [*self.files, *files],
-                       [*self.skipped, *skipped], None, None, starts, text.endswith("\n"))
+        return replace(self, chars=self.chars + len(text), head=head, tail=tail, files=files, skipped=skipped,
+                       tokens=None, token_encoding=None, starts=starts, ends_with_newline=text.endswith("\n"))
 
     @property
     def lines(self) -> int:

@@ -343,7 +343,6 @@ class RlmSession:
                      max_results: int = 20, window: int = 200) -> dict[str, Any]:
         self.last_used = anyio.current_time()
         ctx = self.contexts.get(name)
-        ctxmod.check_pattern(pattern, regex, ignore_case)  # before starting a worker for it
         return await ctxmod.search(ctx, self._source(name), pattern, regex, ignore_case, max_results, window,
                                    max_chars=self.settings.max_output_chars, timeout=self.settings.search_timeout)
 

@@ -119,6 +119,7 @@ class SpillStore:
             merged = replace(old, chars=old.chars + part.chars, nbytes=old.nbytes + part.nbytes,
                              str_size=header + width * (old.chars + part.chars) + 32,
                              marks=old.marks + part.marks.shifted(old.chars, old.nbytes))
+            self._texts[name] = merged
         else:
             target = self.directory / f"ctx-{next(self._serial)}.txt"
             os.replace(part.path, target)
@@ -126,7 +127,6 @@ class SpillStore:
             self._texts[name] = merged  # before the old file goes: a reader retries with this one
             if old is not None:
                 old.path.unlink(missing_ok=True)
-        self._texts[name] = merged
         return merged
 
     @staticmethod
