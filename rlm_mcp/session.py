@@ -155,6 +155,7 @@ class RlmSession:
                         await sandbox.aclose()
                     raise
                 self._sandbox = sandbox
+                self.last_used = anyio.current_time()  # starting took time; it was not idle
         return self._sandbox
 
     @property

@@ -32,6 +32,7 @@ __all__ = [
     "call_raw",
     "children",
     "descendants",
+    "innermost",
     "gone",
     "http_server",
     "rss",
@@ -59,6 +60,16 @@ def children(pid: int) -> set[int]:
         except (OSError, ValueError):
             pass
     return found
+
+
+def innermost(pid: int) -> int:
+    """Follow single-child links down from ``pid`` (a worker under bubblewrap is two below it)."""
+    for _ in range(4):
+        below = children(pid)
+        if len(below) != 1:
+            break
+        pid = next(iter(below))
+    return pid
 
 
 def descendants(pid: int) -> set[int]:
@@ -167,7 +178,9 @@ class HttpServer:
         return self.log_path.read_text(errors="replace")
 
     def workers(self) -> set[int]:
-        return children(self.pid)
+        """The server's sandbox workers, as the pids ``rlm_status`` reports: a child, or the
+        process at the end of the chain under a bubblewrap child (bwrap, its init, the worker)."""
+        return {innermost(c) for c in children(self.pid)}
 
 
 @contextmanager

@@ -184,7 +184,7 @@ async def test_no_server_environment_variable_is_visible_to_sandboxed_code_in_me
     async with make_client() as client:
         pid = await _probe_for(client, [secret])
         names = {e.split("=", 1)[0] for e in _secret_env(pid).split("\0") if e}
-        assert names <= {"PATH", "LANG", "LC_ALL", "LC_CTYPE", "HOME", "TMPDIR"}, names
+        assert names <= {"PATH", "LANG", "LC_ALL", "LC_CTYPE", "HOME", "TMPDIR", "PWD"}, names
 
 
 async def test_no_server_environment_variable_is_visible_to_sandboxed_code_over_http():
