@@ -16,6 +16,10 @@ c. context-size independence: ``execute("x = len(context)")`` with a 1 KB contex
    Shows that nothing per execution (namespace restore, variable diff) scales with the contexts.
 d. load time: ``load_context`` of the 200 MB text into a running worker (encode, pipe, decode
    in the worker), median, also as MB/s.
+e. the walls' cost (``sandbox/walls.py``): a worker behind every wall the machine gives (bubblewrap
+   namespaces, seccomp, hard rlimits) vs one started with ``isolation="off"``, in the same run:
+   the round trip of ``execute("x = 1")`` (runs interleaved; target <= 1.5), the 5 MB analysis
+   (target <= 1.2), and the worker's start (paid once per session).
 """
 
 from __future__ import annotations
@@ -110,7 +114,7 @@ async def _main(quick: bool) -> None:
         sb, pl = median(sandbox_times), median(plain_times)
         checks = {kind: value for kind, value in sums}
         same = len({v for _, v in sums}) == 1
-        report.row("a. analysis of 5 MB: sandbox / plain exec", f"{sb / pl:.2f}x", "<= 1.5",
+        report.row("a. analysis of 5 MB: sandbox / plain exec", f"{sb / pl:.2f}x", "<= 1.2",
                    f"median of {analysis_runs}: sandbox {fmt_s(sb)}, plain {fmt_s(pl)}")
         report.row("a. checksums (sandbox, plain)", f"{checks.get('sandbox')}, {checks.get('plain')}", "equal",
                    "equal" if same else "DIFFERENT")
@@ -152,7 +156,44 @@ async def _main(quick: bool) -> None:
                    f"median of {len_runs}: {fmt_s(bg)} vs {fmt_s(sm)}; x = {check.stdout.strip()}")
         report.row(f"d. load_context of {big_size // MB} MB into the worker", fmt_s(load), "",
                    f"median of {load_runs}; {big_size / MB / load:,.0f} MB/s")
+    del big, small
+    await _walls(report, limits, trivial_runs, analysis_runs)
     report.write()
+
+
+async def _walls(report: Report, limits: Any, trivial_runs: int, analysis_runs: int) -> None:
+    from sandbox import Isolation, SandboxSession
+    from sandbox.walls import missing
+
+    walled_starts, bare_starts = [], []
+    for _ in range(5):
+        for isolation, times in ((Isolation("auto"), walled_starts), (Isolation("off"), bare_starts)):
+            t0 = time.perf_counter()
+            async with SandboxSession(limits, isolation=isolation):
+                times.append(time.perf_counter() - t0)
+    text = log_text(5 * MB)
+    async with SandboxSession(limits) as walled, SandboxSession(limits, isolation=Isolation("off")) as bare:
+        down = missing(walled.walls)
+        for session in (walled, bare):
+            await session.load_context("context", text)
+            await _sandboxed(session, ANALYSIS)
+            for _ in range(20):
+                await _sandboxed(session, "x = 1")
+        w_trip, b_trip = [], []
+        for _ in range(trivial_runs):
+            w_trip.append((await _sandboxed(walled, "x = 1"))[0])
+            b_trip.append((await _sandboxed(bare, "x = 1"))[0])
+        w_an, b_an = [], []
+        for _ in range(analysis_runs):
+            w_an.append((await _sandboxed(walled, ANALYSIS))[0])
+            b_an.append((await _sandboxed(bare, ANALYSIS))[0])
+    walls_note = "every wall up" if not down else f"walls down: {', '.join(down)}"
+    report.row("e. round trip, walls / no walls", f"{median(w_trip) / median(b_trip):.2f}x", "<= 1.5",
+               f"median of {trivial_runs}: {fmt_s(median(w_trip))} vs {fmt_s(median(b_trip))}; {walls_note}")
+    report.row("e. analysis of 5 MB, walls / no walls", f"{median(w_an) / median(b_an):.2f}x", "<= 1.2",
+               f"median of {analysis_runs}: {fmt_s(median(w_an))} vs {fmt_s(median(b_an))}")
+    report.row("e. worker start, walls / no walls", f"{median(walled_starts) / median(bare_starts):.2f}x", "",
+               f"median of 5: {fmt_s(median(walled_starts))} vs {fmt_s(median(bare_starts))} (once per session)")
 
 
 def run(quick: bool = False) -> int:

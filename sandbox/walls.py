@@ -60,7 +60,7 @@ WALLS = INNER_WALLS + OUTER_WALLS
 
 SANDBOX_UID = 65534  # "nobody" inside the worker's user namespace
 # Packages the worker imports besides the standard library; their folders are bound read-only.
-_WORKER_PACKAGES = ("RestrictedPython", "regex", "pyseccomp")
+_WORKER_PACKAGES = ("RestrictedPython", "regex")
 _MIB = 1024 * 1024
 
 
@@ -303,43 +303,35 @@ _DENY = (
 
 
 def _load_seccomp() -> dict[str, Any]:
-    try:
-        import pyseccomp as sc  # type: ignore[import-untyped]
-    except Exception as exc:  # noqa: BLE001 - no libseccomp on this system: report, do not crash
-        return _wall(False, f"libseccomp unavailable ({type(exc).__name__}: {exc})")
-    eperm = sc.ERRNO(errno.EPERM)
+    from . import seccomp as sc
+
+    eperm = sc.errno_action(errno.EPERM)
     pid = os.getpid()
     try:
-        f = sc.SyscallFilter(defaction=sc.ALLOW)
-        f.set_attr(sc.Attr.CTL_NNP, 1)  # sets no_new_privs when loaded
+        f = sc.Filter(sc.ALLOW)  # also sets no_new_privs when loaded
         for name in _DENY:
-            try:
-                f.add_rule(eperm, name)
-            except (OSError, ValueError):
-                pass  # a syscall this architecture lacks
+            f.add(eperm, name)
         # clone only for threads: a new process needs CLONE_THREAD unset.
-        f.add_rule(eperm, "clone", sc.Arg(0, sc.MASKED_EQ, 0x00010000, 0))
+        f.add(eperm, "clone", (0, sc.MASKED_EQ, 0x00010000, 0))
         # clone3 hides its flags in memory the filter cannot read: ENOSYS makes libc fall back to clone.
-        f.add_rule(sc.ERRNO(errno.ENOSYS), "clone3")
+        f.add(sc.errno_action(errno.ENOSYS), "clone3")
         # Signals only to itself: not to other processes, not to a group, not to everyone (-1).
-        f.add_rule(eperm, "kill", sc.Arg(0, sc.NE, pid))
-        f.add_rule(eperm, "tgkill", sc.Arg(0, sc.NE, pid))
+        f.add(eperm, "kill", (0, sc.NE, pid, 0))
+        f.add(eperm, "tgkill", (0, sc.NE, pid, 0))
         # Reading limits stays possible (getrlimit is prlimit64 with no new value); changing them is not.
-        f.add_rule(eperm, "prlimit64", sc.Arg(2, sc.NE, 0))
+        f.add(eperm, "prlimit64", (2, sc.NE, 0, 0))
         # Opening for writing or creating: O_WRONLY, O_RDWR, O_CREAT, O_TRUNC, O_APPEND, O_TMPFILE.
         for flag in (os.O_WRONLY, os.O_RDWR, os.O_CREAT, os.O_TRUNC, os.O_APPEND, getattr(os, "O_TMPFILE", 0)):
             if flag:
-                f.add_rule(eperm, "openat", sc.Arg(2, sc.MASKED_EQ, flag, flag))
-                try:
-                    f.add_rule(eperm, "open", sc.Arg(1, sc.MASKED_EQ, flag, flag))
-                except (OSError, ValueError):
-                    pass
-        f.add_rule(sc.ERRNO(errno.ENOSYS), "openat2")  # flags in memory again: libc falls back to openat
+                f.add(eperm, "openat", (2, sc.MASKED_EQ, flag, flag))
+                f.add(eperm, "open", (1, sc.MASKED_EQ, flag, flag))
+        f.add(sc.errno_action(errno.ENOSYS), "openat2")  # flags in memory again: libc falls back to openat
+        rules = f.rules
         f.load()
-    except OSError as exc:
-        return _wall(False, f"the filter could not be loaded ({exc.strerror or exc})")
+    except OSError as exc:  # no libseccomp on this system, or a kernel without seccomp: report
+        return _wall(False, f"the seccomp filter could not be loaded ({exc})")
     mode = _status_field("Seccomp")
-    return _wall(mode == "2", f"filter mode {mode}, {len(_DENY) + 8} rules")
+    return _wall(mode == "2", f"filter mode {mode}, {rules} rules")
 
 
 def missing(report: Mapping[str, Mapping[str, Any]]) -> list[str]:
