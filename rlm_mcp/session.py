@@ -140,7 +140,7 @@ class RlmSession:
         async with self._start_lock:
             if self._sandbox is None:
                 sandbox = SandboxSession(self._limits(), on_sub_query=self._dispatch_sub_query, store=self._texts,
-                                         isolation=Isolation(self.settings.isolation))
+                                         isolation=Isolation(self.settings.isolation, self.settings.bwrap))
                 try:
                     # start() inside the try: a call cancelled mid-start must not leave its worker.
                     await sandbox.start()  # it loads every context of the store
