@@ -198,7 +198,9 @@ class SandboxSession:
             "max_fds": self.limits.max_fds,
             "isolation": self.isolation.mode,
             "server_uid": os.getuid(),
-            "hidden_paths": sorted({"/etc/passwd", str(self._store.location), tempfile.gettempdir()}),
+            "hidden_paths": walls.private_paths(
+                ["/etc/passwd", str(self._store.location), tempfile.gettempdir(), os.getcwd()]
+                + ([str(self._store.made)] if self._store.made else []), self._python),
             "as_ceiling": ceiling,
             "cpu_ceiling": None if raisable else 10**7,
         }

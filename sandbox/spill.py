@@ -82,6 +82,11 @@ class SpillStore:
         return Path(self._parent) if self._parent is not None else Path(tempfile.gettempdir())
 
     @property
+    def made(self) -> Path | None:
+        """This store's private directory if it has been made yet (``directory`` makes it)."""
+        return self._dir
+
+    @property
     def directory(self) -> Path:
         if self.closed:
             raise RuntimeError("this spill store is closed")

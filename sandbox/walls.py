@@ -117,6 +117,19 @@ def _package_roots() -> list[str]:
     return roots
 
 
+def private_paths(candidates: list[str], python: str) -> list[str]:
+    """Those of ``candidates`` that must not exist inside the worker's tree: a folder that holds
+    one of the bound folders (say, a checkout under /tmp) necessarily shows up as a parent, and one
+    inside a bound folder is part of the runtime."""
+    bound = [*_package_roots(), str(Path(sys.base_prefix).resolve()), str(Path(os.path.realpath(python)).parent.parent)]
+
+    def related(c: str, b: str) -> bool:
+        c, b = c.rstrip("/") or "/", b.rstrip("/") or "/"
+        return c == b or b.startswith(c + "/") or c.startswith(b + "/") or c == "/"
+
+    return sorted({c for c in candidates if not any(related(c, b) for b in bound)})
+
+
 def _boot_code(roots: list[str], entry: str) -> str:
     # -S skips site.py: no .pth file of any site-packages runs in the worker, and sys.path holds
     # exactly the standard library plus the folders named here.
