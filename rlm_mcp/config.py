@@ -83,7 +83,7 @@ OPTIONS: tuple[tuple[str, str, Any, str], ...] = (
     ("--max-prompt-chars", "max_prompt_chars", int, "cap on one sub-query prompt in characters (default 400000)"),
     ("--pause-timeout", "pause_timeout", float, "seconds a host-mode pause waits for answers (default 1800)"),
     ("--max-iterations", "max_iterations", int, "root iterations of rlm_solve (default 20)"),
-    ("--trace-dir", "trace_dir", Path, "write every execution and sub-query as JSONL here"),
+    ("--trace-dir", "trace_dir", Path, "write each session's trajectory here (JSONL, 0600): every tool call, sub-queries nested; see rlm-mcp trace view"),
     ("--auth-token", "auth_token", str, "HTTP: require 'Authorization: Bearer <token>' (prefer RLM_AUTH_TOKEN)"),
     ("--log-level", "log_level", str, "DEBUG|INFO|WARNING|ERROR (default INFO); logs go to stderr"),
     ("--isolation", "isolation", str, "sandbox walls: auto (all the machine offers), strict (refuse to run without "

@@ -22,6 +22,7 @@ from .errors import UnknownContext
 from .prompts import ROOT_PROMPT, root_prompt
 from .registry import SessionRegistry
 from .tools import register_tools
+from .trace.app import build_trace_app
 
 __all__ = ["build_server"]
 
@@ -67,6 +68,8 @@ def build_server(settings: Settings | None = None) -> MCPServer:
         lifespan=lifespan,
         log_level=settings.log_level.upper(),  # type: ignore[arg-type]
         middleware=[middleware],
+        # show_trace and its ui:// view; it also records every tool call into the session's trace.
+        extensions=[build_trace_app(registry)],
     )
     mcp.rlm_registry = registry  # type: ignore[attr-defined]  # for tests and benchmarks
     register_tools(mcp, registry)

@@ -51,6 +51,7 @@ from .subqueries import Selection, SubQueryRouter
 from .tokens import TokenCounter, get_token_counter
 from .shaping import cap_text, clean_json, shape_exec_result
 from .trace import Tracer
+from . import __version__
 
 __all__ = ["RlmSession", "Progress"]
 
@@ -66,7 +67,7 @@ class RlmSession:
     """Contexts, a lazily started sandbox worker, and the sub-query hook for one client."""
 
     def __init__(self, settings: Settings, label: str = "session", provider: SubLlm | None = None,
-                 depth: int = 0) -> None:
+                 depth: int = 0, tracer: Tracer | None = None) -> None:
         self.settings = settings
         self.label = label
         self.depth = depth
@@ -76,8 +77,13 @@ class RlmSession:
         self._texts = SpillStore()
         # One load at a time: an append extends the line index of the context as it was before.
         self._load_lock = anyio.Lock()
-        self.tracer = Tracer(settings.trace_dir, label) if settings.trace_dir else None
+        # The trajectory: kept in memory for show_trace, written to --trace-dir when set. A child
+        # RLM records into its parent's, under the call that started it.
+        self._owns_tracer = tracer is None
+        self.tracer = tracer or Tracer(label, settings, settings.trace_dir, __version__)
         self.router = SubQueryRouter(settings, provider=provider, tracer=self.tracer)
+        if self._owns_tracer:
+            self.tracer.backend_info = self.router.status
         self.selection = Selection("none", "no tool call has chosen a backend yet")
         self.progress: Progress | None = None
         self.extra_roots: list[Path] = []
@@ -115,7 +121,8 @@ class RlmSession:
         assert backend is not None
         if self.depth + 1 >= self.settings.max_depth:
             return await self.router.complete(backend, f"{prompt}\n\n{context}" if context else prompt)
-        child = RlmSession(self.settings, f"{self.label}.child", provider=self.router.provider(), depth=self.depth + 1)
+        child = RlmSession(self.settings, f"{self.label}.child", provider=self.router.provider(), depth=self.depth + 1,
+                           tracer=self.tracer)
         child.router.budget = self.router.budget  # children spend the parent's budgets
         child.use(selection)
         try:
@@ -186,7 +193,7 @@ class RlmSession:
             await anyio.to_thread.run_sync(self._texts.close)
         with anyio.CancelScope(shield=True):
             await self.router.aclose()
-        if self.tracer is not None:
+        if self._owns_tracer:
             self.tracer.close()
 
     # -- contexts -----------------------------------------------------------------------------
@@ -366,7 +373,6 @@ class RlmSession:
                 "Call answer_sub_queries({id: answer}) or reset_session()."
             ) from exc
         self.executions += 1
-        self._trace_exec(code, result)
         return self._after(result)
 
     async def resume(self, answers: Mapping[str, Any]) -> dict[str, Any]:
@@ -400,7 +406,6 @@ class RlmSession:
             result = await sandbox.resume(cleaned)
         except NotPaused as exc:
             raise InvalidInput(str(exc)) from exc
-        self._trace_exec("<resumed>", result)
         return self._after(result)
 
     async def cancel_pause(self, reason: str) -> dict[str, Any] | None:
@@ -409,8 +414,9 @@ class RlmSession:
         if sandbox is None or not sandbox.pending:
             return None
         result = await sandbox.cancel_pending(reason)
-        self._trace_exec("<cancelled pause>", result)
-        return self._after(result)
+        shaped = self._after(result)
+        self.tracer.event("pause_cancelled", reason=reason, result={k: shaped.get(k) for k in ("status", "stdout", "error", "final")})
+        return shaped
 
     def _after(self, result: ExecResult) -> dict[str, Any]:
         if result.status == "paused":
@@ -420,16 +426,7 @@ class RlmSession:
         else:
             self.paused_since = None
         self.last_used = anyio.current_time()
-        if self.tracer is not None:
-            self.tracer.flush()
         return self.shape_result(result)
-
-    def _trace_exec(self, code: str, result: ExecResult) -> None:
-        if self.tracer is not None:
-            self.tracer.write({"type": "exec", "code": code, "status": result.status, "stdout": result.stdout,
-                               "error": result.error, "final": result.final,
-                               "pending": [p.text for p in result.pending],
-                               "seconds": round(result.duration, 4)})
 
     # -- sub-queries from the root ------------------------------------------------------------
 
@@ -466,8 +463,6 @@ class RlmSession:
                 "you are the model: read the slice with peek and answer it yourself."
             )
         answer = await self.router.complete(backend, text)
-        if self.tracer is not None:
-            self.tracer.flush()
         shaped, cut = cap_text(answer, self.settings.max_output_chars, "The sub-LLM's answer was cut.")
         return {"answer": shaped, "backend": backend.name, "prompt_chars": len(text), "truncated": cut}
 
@@ -490,12 +485,8 @@ class RlmSession:
                      f"input): start with `doc = contexts[{name!r}]` and work on `doc`.")
         result: SolveResult = await run_rlm_loop(
             question, sandbox, backend, context_info=info,
-            max_iterations=self.settings.max_iterations, progress=progress,
+            max_iterations=self.settings.max_iterations, progress=progress, on_step=self.tracer.step,
         )
-        if self.tracer is not None:
-            self.tracer.write({"type": "solve", "question": question, "final": result.final,
-                               "iterations": result.iterations})
-            self.tracer.flush()
         final, cut = cap_text(result.final or "", self.settings.max_output_chars,
                               "Read the rest with get_variable('FINAL', start=...).")
         return {

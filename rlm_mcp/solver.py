@@ -75,7 +75,10 @@ async def run_rlm_loop(
     max_iterations: int,
     max_tokens: int = 2048,
     progress: Progress | None = None,
+    on_step: Callable[[int, str, str | None, Any], None] | None = None,
 ) -> SolveResult:
+    """``on_step(iteration, reply, code, result)`` is told of every code block run (and of replies
+    without code, with ``code`` and ``result`` None): the trace records the loop through it."""
     messages: list[ChatMessage] = [
         {"role": "user", "content": f"{context_info}\n\nQuestion: {question}\n\nStart by looking at the context."}
     ]
@@ -89,6 +92,8 @@ async def run_rlm_loop(
         step: dict[str, Any] = {"iteration": iteration, "code_blocks": len(blocks)}
         trace.append(step)
         if not blocks:
+            if on_step is not None:
+                on_step(iteration, reply, None, None)
             found = _FINAL_TEXT.search(reply)
             if found:
                 step["final_from_text"] = True
@@ -101,6 +106,8 @@ async def run_rlm_loop(
         outputs = []
         for code in blocks:
             result = await sandbox.execute(code)
+            if on_step is not None:
+                on_step(iteration, reply, code, result)
             step.setdefault("status", []).append(result.status)
             if result.error:
                 step.setdefault("errors", []).append(result.error[:300])

@@ -215,6 +215,8 @@ class SubQueryRouter:
         error: str | None = None
         text = ""
         tokens = 0
+        prompt_tokens: int | None = None
+        answer_tokens: int | None = None
         try:
             with anyio.fail_after(self.settings.sub_query_timeout * 2 + 5):
                 completion = await backend.complete([{"role": "user", "content": prompt}], system=system,
@@ -246,8 +248,9 @@ class SubQueryRouter:
             self.budget.tokens += tokens
             self.budget.seconds += elapsed
             if self.tracer is not None:
-                self.tracer.write({"type": "sub_query", "backend": backend.name, "prompt": prompt, "answer": text,
-                                   "error": error, "tokens": tokens, "seconds": round(elapsed, 4)})
+                self.tracer.sub_query(backend=backend.name, prompt=prompt, answer=text, error=error,
+                                      seconds=elapsed, tokens={"prompt": prompt_tokens, "answer": answer_tokens},
+                                      model=getattr(backend, "model", None))
 
     async def account_host_answers(self, prompts: Sequence[str], answers: Sequence[str]) -> None:
         """Host and mrtr answers come from the client: count them against the budgets too,
@@ -255,10 +258,10 @@ class SubQueryRouter:
         counter = get_token_counter()
         self.budget.count += len(answers)
         for prompt, answer in zip(prompts, answers, strict=False):
-            self.budget.tokens += await counter.acount(prompt) + await counter.acount(answer)
-        if self.tracer is not None:
-            for prompt, answer in zip(prompts, answers, strict=False):
-                self.tracer.write({"type": "sub_query", "backend": "client", "prompt": prompt, "answer": answer})
+            tokens = {"prompt": await counter.acount(prompt), "answer": await counter.acount(answer)}
+            self.budget.tokens += tokens["prompt"] + tokens["answer"]
+            if self.tracer is not None:
+                self.tracer.sub_query(backend="client", prompt=prompt, answer=answer, tokens=tokens)
 
     def status(self) -> dict[str, Any]:
         selection = self.last

@@ -21,6 +21,7 @@ from .errors import RlmError
 from .registry import SessionRegistry
 from .session import RlmSession
 from .shaping import clean_json
+from .trace import bind_session
 
 __all__ = ["register_tools"]
 
@@ -54,6 +55,7 @@ def register_tools(mcp: MCPServer, registry: SessionRegistry) -> None:
         """The caller's session; with ``sub_queries``, also the backend and progress sink for the
         sub-queries this call may make (what works depends on this request's client and protocol)."""
         session = await registry.for_context(ctx)
+        bind_session(session)  # the trace's record of this call goes to this session
         if sub_queries:
             session.use(session.router.select(ctx), progress_for(ctx))
         return session

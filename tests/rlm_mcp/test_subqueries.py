@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import time
-from pathlib import Path
 
 import anyio
 import pytest
@@ -258,18 +256,6 @@ async def test_rlm_solve_is_refused_in_host_mode_with_advice(make_client):
         await call(client, "load_context", text="data")
         result = await client.call_tool("rlm_solve", {"question": "q"})
         assert result.is_error and "exec_python" in result.content[0].text
-
-
-async def test_trace_dir_gets_every_execution_and_sub_query(make_client, tmp_path: Path):
-    with serve_fake_openai(FakeOpenAI()) as fake:
-        async with make_client("legacy", llm_base_url=fake.url, trace_dir=tmp_path / "traces") as client:
-            await call(client, "exec_python", code="r = llm_query_batched(['a', 'b'])")
-    files = list((tmp_path / "traces").glob("*.jsonl"))
-    assert len(files) == 1
-    events = [json.loads(line) for line in files[0].read_text().splitlines()]
-    kinds = [e["type"] for e in events]
-    assert kinds.count("sub_query") == 2 and kinds.count("exec") == 1
-    assert {e["prompt"] for e in events if e["type"] == "sub_query"} == {"a", "b"}
 
 
 async def test_sub_query_tool_sends_a_context_slice_without_the_root_reading_it(make_client):

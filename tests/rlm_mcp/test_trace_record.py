@@ -1,0 +1,127 @@
+"""Whole trajectories in --trace-dir: one private file per session, a header, one event per tool call."""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+from typing import Any
+
+from llm_server import FakeOpenAI, serve_fake_openai
+from support import call
+
+from rlm_mcp.trace import read_trace
+
+
+def _trace(folder: Path) -> tuple[Path, dict[str, Any], list[dict[str, Any]]]:
+    files = list(folder.glob("*.jsonl"))
+    assert len(files) == 1, files
+    lines = [json.loads(line) for line in files[0].read_text().splitlines()]
+    return files[0], lines[0], lines[1:]
+
+
+async def test_trace_file_is_private_with_a_header_and_one_event_per_tool_call(make_client, tmp_path: Path):
+    traces = tmp_path / "traces"
+    with serve_fake_openai(FakeOpenAI()) as fake:
+        async with make_client("legacy", llm_base_url=fake.url, llm_api_key="sk-secret-key",
+                               trace_dir=traces) as client:
+            await call(client, "load_context", text="alpha\nbeta\ngamma\n" * 100)
+            await call(client, "peek", start=0, end=10)
+            await call(client, "search", pattern="beta", max_results=2)
+            await call(client, "exec_python", code="r = llm_query_batched(['one', 'two'])\nprint(r)")
+            await call(client, "sub_query", prompt="three")
+            await call(client, "rlm_status")
+            await call(client, "exec_python", code="FINAL('done')")
+    path, header, events = _trace(traces)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert "sk-secret-key" not in path.read_text()
+    assert header["type"] == "header" and header["format"] == "rlm-mcp-trace" and header["version"]
+    assert header["settings"]["llm_base_url"] == fake.url and header["backend"]["configured"] == "auto"
+    assert [e["type"] for e in events] == ["load_context", "peek", "search", "exec_python", "sub_query",
+                                           "rlm_status", "exec_python"]
+    assert [e["call"] for e in events] == list(range(1, 8))
+    assert all(e["seconds"] >= 0 and e["ts"] >= header["ts"] - 1 for e in events)
+    exec_event = events[3]
+    assert exec_event["arguments"]["code"].startswith("r = llm_query_batched")
+    assert exec_event["result"]["status"] == "ok" and "ANSWER[one]" in exec_event["result"]["stdout"]
+    subs = exec_event["sub_queries"]
+    assert sorted(s["prompt"] for s in subs) == ["one", "two"]
+    for sub in subs:
+        assert sub["backend"] == "provider" and sub["answer"].startswith("ANSWER[") and sub["seconds"] >= 0
+        assert sub["tokens"] == {"prompt": 10, "answer": 5}  # the provider's usage figures
+    assert events[4]["sub_queries"][0]["prompt"] == "three"
+    assert "sub_queries" not in events[1] and events[6]["result"]["final"] == "done"
+
+
+async def test_long_texts_are_cut_with_their_length_so_the_file_stays_small(make_client, tmp_path: Path):
+    traces = tmp_path / "traces"
+    with serve_fake_openai(FakeOpenAI(answer=lambda m: "y" * 50_000)) as fake:
+        async with make_client("legacy", llm_base_url=fake.url, trace_dir=traces) as client:
+            await call(client, "load_context", text="x" * 300_000)
+            await call(client, "exec_python", code="a = llm_query(context[:100000])\nprint(a)")
+    path, _, events = _trace(traces)
+    assert path.stat().st_size < 60_000
+    assert "300,000 in all" in events[0]["arguments"]["text"]
+    sub = events[1]["sub_queries"][0]
+    assert sub["prompt_chars"] == 100_000 and "100,000 in all" in sub["prompt"]
+    assert sub["answer_chars"] == 50_000 and "50,000 in all" in sub["answer"]
+    assert "in all]" in events[1]["result"]["stdout"]
+
+
+async def test_host_mode_answers_are_nested_under_answer_sub_queries(make_client, tmp_path: Path):
+    traces = tmp_path / "traces"
+    async with make_client("legacy", sub_llm="host", trace_dir=traces) as client:
+        paused = await call(client, "exec_python", code="a = llm_query('Which colour?')\nFINAL(a)")
+        qid = paused["pending"][0]["id"]
+        await call(client, "answer_sub_queries", answers={qid: "green"})
+    _, header, events = _trace(traces)
+    assert [e["type"] for e in events] == ["exec_python", "answer_sub_queries"]
+    assert events[0]["result"]["status"] == "paused"
+    assert events[0]["result"]["pending"] == [{"id": qid, "prompt": "Which colour?"}]
+    sub = events[1]["sub_queries"][0]
+    assert sub["backend"] == "client" and sub["prompt"] == "Which colour?" and sub["answer"] == "green"
+    assert sub["tokens"]["prompt"] > 0 and sub["tokens"]["answer"] > 0
+    assert events[1]["arguments"] == {"answers": {qid: "green"}} and events[1]["result"]["final"] == "green"
+
+
+async def test_a_tool_error_is_recorded_with_its_message(make_client, tmp_path: Path):
+    traces = tmp_path / "traces"
+    async with make_client("legacy", trace_dir=traces) as client:
+        result = await client.call_tool("peek", {"name": "nowhere"})
+        assert result.is_error
+    _, _, events = _trace(traces)
+    assert events[0]["type"] == "peek" and "nowhere" in events[0]["error"] and events[0]["result"] is None
+
+
+async def test_rlm_solve_records_each_root_step_with_the_sub_queries_it_made(make_client, tmp_path: Path):
+    from test_subqueries import scripted_root
+
+    traces = tmp_path / "traces"
+    with serve_fake_openai(FakeOpenAI(answer=scripted_root)) as fake:
+        async with make_client("legacy", llm_base_url=fake.url, trace_dir=traces) as client:
+            await call(client, "load_context", text="0123456789abcdefghij" * 5)
+            solved = await call(client, "rlm_solve", question="How long?")
+    _, _, events = _trace(traces)
+    solve = events[-1]
+    assert solve["type"] == "rlm_solve" and solve["result"]["final"] == solved["final"]
+    assert [s["iteration"] for s in solve["steps"]] == [1, 2, 3]
+    assert solve["steps"][0]["code"] == "n = len(context)\nprint(n)" and solve["steps"][0]["stdout"] == "100\n"
+    assert "Let me look." in solve["steps"][0]["response"]
+    assert sorted(s["prompt"] for s in solve["sub_queries"] if s["step"] == 1) == ["0123456789", "abcdefghij"]
+
+
+async def test_without_trace_dir_nothing_is_written_but_the_session_keeps_its_trajectory(make_client, tmp_path):
+    async with make_client("legacy") as client:
+        await call(client, "exec_python", code="print(1)")
+        session = client.rlm_server.rlm_registry.sessions[0]
+        assert session.tracer.path is None
+        snapshot = session.tracer.snapshot()
+        assert [e["type"] for e in snapshot["events"]] == ["exec_python"] and snapshot["totals"]["executions"] == 1
+
+
+def test_a_trace_cut_short_by_a_killed_server_still_reads(tmp_path: Path):
+    path = tmp_path / "t.jsonl"
+    path.write_text('{"type": "header", "format": "rlm-mcp-trace"}\n{"type": "peek", "call": 1}\n{"type": "exe')
+    trajectory = read_trace(path)
+    assert trajectory.header["format"] == "rlm-mcp-trace"
+    assert [e["type"] for e in trajectory.events] == ["peek"] and trajectory.skipped == 1
