@@ -11,7 +11,6 @@ import anyio
 from sandbox import Isolation, Limits, SandboxError, SandboxSession, sweep_stale
 
 from .config import Settings, settings_from_args
-from .server import build_server
 
 __all__ = ["main", "run"]
 
@@ -27,6 +26,8 @@ def _configure_logging(settings: Settings) -> None:
 
 
 async def run(settings: Settings) -> None:
+    from .server import build_server  # here, so that `rlm-mcp trace ...` starts without the MCP SDK
+
     mcp = build_server(settings)
     if settings.transport == "stdio":
         await mcp.run_stdio_async()
@@ -54,7 +55,12 @@ async def check_walls(settings: Settings) -> dict[str, dict[str, object]]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    settings = settings_from_args(argv)
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["trace"]:  # rlm-mcp trace view|export: offline tools, no server
+        from .trace.cli import main as trace_main
+
+        raise SystemExit(trace_main(args[1:]))
+    settings = settings_from_args(args)
     _configure_logging(settings)
     log = logging.getLogger(__name__)
     for folder in sweep_stale():

@@ -21,7 +21,7 @@ from .errors import RlmError
 from .registry import SessionRegistry
 from .session import RlmSession
 from .shaping import clean_json
-from .trace import bind_session
+from .trace.calls import bind_session
 
 __all__ = ["register_tools"]
 

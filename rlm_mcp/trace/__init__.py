@@ -1,8 +1,10 @@
 """Trajectories: what a session did, recorded (``recorder``), read back (``format``), shown in a
 browser or an MCP Apps host (``view``, ``app``) and exported to the reference RLM's log format
-(``export``)."""
+(``export``).
 
-from .calls import bind_session, record_call
+``calls`` and ``app`` (which need the MCP SDK) are imported by the server only, so that
+``rlm-mcp trace view`` starts without loading it."""
+
 from .format import FORMAT, FORMAT_VERSION, LIMITS, Trajectory, clip, read_trace, summarize
 from .recorder import Call, Tracer
 
@@ -13,9 +15,7 @@ __all__ = [
     "Call",
     "Tracer",
     "Trajectory",
-    "bind_session",
     "clip",
     "read_trace",
-    "record_call",
     "summarize",
 ]
