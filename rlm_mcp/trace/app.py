@@ -15,6 +15,7 @@ from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import Context
 from mcp.types import CallToolRequestParams, CallToolResult, TextContent, ToolAnnotations
 
+from ..shaping import clean_json
 from .calls import record_call
 from .view import app_page
 
@@ -85,7 +86,8 @@ def build_trace_app(registry: Any) -> TraceApps:
         For a whole past session, start the server with --trace-dir and run
         `rlm-mcp trace view FILE`."""
         session = await registry.for_context(ctx)
-        snapshot = session.tracer.snapshot(max(0, min(int(last), 2000)))
+        # clean_json: code can build lone surrogates, which the trace keeps and JSON cannot carry.
+        snapshot = clean_json(session.tracer.snapshot(max(0, min(int(last), 2000))))
         text = trace_text(snapshot, registry.settings.max_output_chars)
         if not client_supports_apps(ctx):
             return CallToolResult(content=[TextContent(type="text", text=text)])

@@ -108,6 +108,7 @@ TOOLS: dict[str, st.SearchStrategy[dict[str, Any]]] = {
     "rlm_status": _args(),
     "reset_session": _args(keep_contexts=FLAGS),
     "rlm_solve": _args(question=st.one_of(STRINGS, ANYTHING), name=NAMES),
+    "show_trace": _args(last=INDEXES),
 }
 
 # Random bytes read as text, and token soup that often parses.

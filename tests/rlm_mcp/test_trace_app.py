@@ -60,6 +60,17 @@ async def test_a_host_without_apps_gets_the_trajectory_as_text(make_client):
         assert "show_trace" not in again  # looking at the trajectory is not part of it
 
 
+async def test_a_lone_surrogate_in_a_sub_query_is_replaced_not_a_crash(tmp_path: Path):
+    with serve_fake_openai(FakeOpenAI()) as fake:
+        server = build_server(Settings(llm_base_url=fake.url, roots=(tmp_path,)))
+        async with Client(server, mode="legacy", extensions=[AppsHost()]) as client:
+            await call(client, "exec_python", code="a = llm_query('odd ' + chr(0xD800))")
+            result = await client.call_tool("show_trace", {})
+    assert not result.is_error
+    (sub,) = result.structured_content["events"][0]["sub_queries"]
+    assert sub["prompt"].startswith("odd ") and "\ud800" not in sub["prompt"]
+
+
 def _host_page(app_html: str, first: dict[str, Any], later: dict[str, Any]) -> str:
     script = """
 var frame = document.getElementById('view'), log = [], heights = [];
