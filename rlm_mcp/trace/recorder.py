@@ -32,6 +32,10 @@ _HEADER_SETTINGS = ("transport", "sub_llm", "llm_base_url", "llm_model", "max_co
                     "sub_max_tokens", "max_prompt_chars", "max_iterations", "max_output_chars")
 
 
+# Sub-queries the live view keeps in memory (about 4 KB each at most).
+_KEEP_SUB_QUERIES = 20_000
+
+
 @dataclass
 class Call:
     """One tool call in progress."""
@@ -96,8 +100,10 @@ class Tracer:
             "settings": {name: _plain(getattr(settings, name, None)) for name in _HEADER_SETTINGS} if settings else {},
         }
         self.backend_info: Callable[[], dict[str, Any]] | None = None
-        # The live view's window: the newest events; totals still count every event.
+        # The live view's window: the newest events, and at most _KEEP_SUB_QUERIES sub-queries in
+        # them, so memory stays bounded however long the session; totals still count every event.
         self.events: deque[dict[str, Any]] = deque(maxlen=keep_events)
+        self._kept_sub_queries = 0
         self.totals = new_totals()
         self._open: list[Call] = []
         self._number = 0
@@ -193,7 +199,12 @@ class Tracer:
     # -- storage -----------------------------------------------------------------------------------
 
     def write(self, event: dict[str, Any]) -> None:
+        if len(self.events) == self.events.maxlen:
+            self._kept_sub_queries -= len(self.events[0].get("sub_queries") or ())
         self.events.append(event)
+        self._kept_sub_queries += len(event.get("sub_queries") or ())
+        while self._kept_sub_queries > _KEEP_SUB_QUERIES and len(self.events) > 1:
+            self._kept_sub_queries -= len(self.events.popleft().get("sub_queries") or ())
         add_to_totals(self.totals, event)
         if self.path is None or self._closed:
             return

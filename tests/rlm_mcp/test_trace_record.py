@@ -10,7 +10,7 @@ from typing import Any
 from llm_server import FakeOpenAI, serve_fake_openai
 from support import call
 
-from rlm_mcp.trace import read_trace
+from rlm_mcp.trace import Tracer, read_trace
 
 
 def _trace(folder: Path) -> tuple[Path, dict[str, Any], list[dict[str, Any]]]:
@@ -125,3 +125,24 @@ def test_a_trace_cut_short_by_a_killed_server_still_reads(tmp_path: Path):
     trajectory = read_trace(path)
     assert trajectory.header["format"] == "rlm-mcp-trace"
     assert [e["type"] for e in trajectory.events] == ["peek"] and trajectory.skipped == 1
+
+
+def test_the_live_view_keeps_bounded_memory_but_counts_everything():
+    tracer = Tracer("s", keep_events=50)
+    for i in range(30):
+        call = tracer.begin("exec_python", {"code": f"print({i})"})
+        for _ in range(1_000):
+            tracer.sub_query(backend="fake", prompt="p" * 10_000, answer="a", tokens={"prompt": 2, "answer": 1})
+        tracer.end(call, {"status": "ok"})
+    held = list(tracer.events)  # 30,000 sub-queries made, the newest 20,000 held, each prompt cut
+    assert len(held) == 20 and sum(len(e["sub_queries"]) for e in held) == 20_000
+    assert held[-1]["arguments"]["code"] == "print(29)"
+    assert max(len(s["prompt"]) for e in held for s in e["sub_queries"]) < 2_100
+    for i in range(100):
+        tracer.end(tracer.begin("peek", {}), {})
+    kept = list(tracer.events)
+    assert len(kept) == 50 and sum(len(e.get("sub_queries") or ()) for e in kept) == 0
+    assert tracer.totals["sub_queries"] == 30_000 and tracer.totals["tokens"] == 90_000
+    assert tracer.totals["calls"] == 130
+    snapshot = tracer.snapshot(last=10)
+    assert len(snapshot["events"]) == 10 and snapshot["events_not_shown"] == 120
