@@ -170,8 +170,10 @@ var RlmTrace = (function () {
     var totals = data.totals || {};
     var main = el("main");
     main.appendChild(el("h1", null, options.title || "rlm-mcp trajectory"));
-    var backend = header.backend || {};
-    var mode = backend.mode || (header.settings || {}).sub_llm || "?";
+    // The backend is chosen per call: name the one sub-queries went to, else the configured one.
+    var backend = header.backend || {}, settings = header.settings || {}, used = null;
+    events.some(function (e) { used = e.sub_queries && e.sub_queries.length ? e.sub_queries[0].backend : null; return used; });
+    var mode = (used || backend.mode || settings.sub_llm || "?") + (settings.llm_model ? " (" + settings.llm_model + ")" : "");
     main.appendChild(el("div", "meta", "session " + (header.session || "?") + " · rlm-mcp " + (header.version || "?") +
       " · started " + (header.started || "?") + " · sub-LLM " + mode));
 
