@@ -13,6 +13,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
 from mcp.types import CallToolResult, InputRequiredResult
 
 from .format import LIMITS, clip, summarize
@@ -66,8 +67,6 @@ async def record_call(tool: str, arguments: dict[str, Any] | None, call_next: Ca
 
 
 def _is_cancellation(exc: BaseException) -> bool:
-    import anyio
-
     return isinstance(exc, anyio.get_cancelled_exc_class())
 
 

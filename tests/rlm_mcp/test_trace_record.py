@@ -146,3 +146,23 @@ def test_the_live_view_keeps_bounded_memory_but_counts_everything():
     assert tracer.totals["calls"] == 130
     snapshot = tracer.snapshot(last=10)
     assert len(snapshot["events"]) == 10 and snapshot["events_not_shown"] == 120
+
+
+async def test_a_child_rlm_records_into_its_parents_trace_under_the_call_that_started_it(make_client, tmp_path):
+    from test_subqueries import scripted_root
+
+    traces = tmp_path / "traces"
+    with serve_fake_openai(FakeOpenAI(answer=scripted_root)) as fake:
+        async with make_client("legacy", llm_base_url=fake.url, max_depth=2, trace_dir=traces) as client:
+            child = await call(client, "exec_python", code="print(rlm_query('Q?', 'x' * 42))")
+            assert child["stdout"].startswith("42 sub:")
+    _, _, events = _trace(traces)  # one file: the child wrote none of its own
+    (event,) = events
+    assert event["type"] == "exec_python"
+    assert sorted(s["prompt"] for s in event["sub_queries"]) == ["xxxxxxxxxx", "xxxxxxxxxx"]
+
+
+def test_the_trace_package_exports_what_it_names():
+    import rlm_mcp.trace as trace
+
+    assert all(hasattr(trace, name) for name in trace.__all__)
