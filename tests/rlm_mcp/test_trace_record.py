@@ -166,3 +166,18 @@ def test_the_trace_package_exports_what_it_names():
     import rlm_mcp.trace as trace
 
     assert all(hasattr(trace, name) for name in trace.__all__)
+
+
+async def test_on_protocol_2026_each_input_required_round_is_an_event_with_the_answers_it_brought(
+        make_client, tmp_path: Path):
+    from test_subqueries import Sampler
+
+    traces = tmp_path / "traces"
+    async with make_client("auto", sampling_callback=Sampler(), trace_dir=traces) as client:
+        code = "pair = llm_query_batched(['a', 'b'])\nFINAL(llm_query('c'))"
+        assert (await call(client, "exec_python", code=code))["final"] == "A(c)"
+    _, _, events = _trace(traces)
+    assert [e["type"] for e in events] == ["exec_python"] * 3
+    assert [len(e["result"]["input_required"]) for e in events[:2]] == [2, 1]  # the ids of the requests
+    assert [sorted(s["answer"] for s in e.get("sub_queries", [])) for e in events] == [[], ["A(a)", "A(b)"], ["A(c)"]]
+    assert events[2]["result"]["final"] == "A(c)"
