@@ -15,6 +15,9 @@ from conftest import rlm_mcp_command
 from llm_server import FakeOpenAI, serve_fake_openai
 from support import call
 
+from rlm_mcp.trace import read_trace
+from rlm_mcp.trace.export import to_rlm_records
+
 METADATA_KEYS = {"type", "timestamp", "root_model", "max_depth", "max_iterations", "backend", "backend_kwargs",
                  "environment_type", "environment_kwargs", "other_backends"}
 ITERATION_KEYS = {"type", "iteration", "timestamp", "prompt", "response", "code_blocks", "final_answer",
@@ -78,7 +81,7 @@ async def test_rlm_solve_exports_one_iteration_per_root_turn(make_client, tmp_pa
             await call(client, "load_context", text="0123456789abcdefghij" * 5)
             solved = await call(client, "rlm_solve", question="How long?")
     (trace,) = (tmp_path / "traces").glob("*.jsonl")
-    records = _export(trace, tmp_path / "out.jsonl")
+    records = list(to_rlm_records(read_trace(trace)))  # in-process; the test above runs the command
     _check_shapes(records)
     turns = records[2:]
     assert [len(t["code_blocks"]) for t in turns] == [1, 1, 1]

@@ -181,3 +181,20 @@ async def test_on_protocol_2026_each_input_required_round_is_an_event_with_the_a
     assert [len(e["result"]["input_required"]) for e in events[:2]] == [2, 1]  # the ids of the requests
     assert [sorted(s["answer"] for s in e.get("sub_queries", [])) for e in events] == [[], ["A(a)", "A(b)"], ["A(c)"]]
     assert events[2]["result"]["final"] == "A(c)"
+
+
+async def test_over_http_each_session_gets_its_own_file_and_show_trace_sees_only_its_own(tmp_path: Path):
+    from mcp import Client
+    from support import http_server
+
+    traces = tmp_path / "traces"
+    with http_server("--trace-dir", str(traces), "--sub-llm", "host", root=tmp_path) as server:
+        async with Client(server.url, mode="legacy") as alice, Client(server.url, mode="legacy") as bob:
+            await call(alice, "exec_python", code="print('alice was here')")
+            await bob.call_tool("list_contexts", {})
+            seen = (await bob.call_tool("show_trace", {})).content[0].text
+            assert "list_contexts" in seen and "alice" not in seen
+    files = sorted(traces.glob("*.jsonl"))
+    assert len(files) == 2 and all(stat.S_IMODE(f.stat().st_mode) == 0o600 for f in files)
+    kinds = sorted(tuple(e["type"] for e in read_trace(f).events) for f in files)
+    assert kinds == [("exec_python",), ("list_contexts",)]
