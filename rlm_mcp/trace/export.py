@@ -45,6 +45,10 @@ def _rlm_call(sub: dict[str, Any], default_model: str) -> dict[str, Any]:
             "total_output_tokens": tokens.get("answer") or 0,
         }}},
         "execution_time": sub.get("seconds") or 0.0,
+        # Not written by the reference logger, but read by its visualizer (visualizer/src/lib/types.ts,
+        # ExecutionPanel shows "N in / M out" from them).
+        "prompt_tokens": tokens.get("prompt") or 0,
+        "completion_tokens": tokens.get("answer") or 0,
     }
     if sub.get("error"):
         out["error"] = sub["error"]

@@ -29,7 +29,7 @@ SUB_QUERY_TOOLS = frozenset({"exec_python", "answer_sub_queries", "sub_query", "
 # Settings that shape a run, for the header. Never the API key or the auth token.
 _HEADER_SETTINGS = ("transport", "sub_llm", "llm_base_url", "llm_model", "max_concurrency", "max_depth",
                     "exec_timeout", "max_sub_queries", "max_sub_tokens", "max_sub_seconds", "sub_query_timeout",
-                    "sub_max_tokens", "max_prompt_chars", "max_iterations", "max_output_chars")
+                    "sub_max_tokens", "max_prompt_chars", "max_iterations", "max_output_chars", "isolation")
 
 
 # Sub-queries the live view keeps in memory (about 4 KB each at most).

@@ -2,7 +2,8 @@
 
 The expected keys are those its writers emit: ``RLMLogger.log_metadata``/``log`` and the
 ``to_dict`` methods of ``RLMMetadata``, ``RLMIteration``, ``CodeBlock``, ``REPLResult``,
-``RLMChatCompletion`` and ``UsageSummary`` in ``rlm/core/types.py``.
+``RLMChatCompletion`` and ``UsageSummary`` in ``rlm/core/types.py``; and, on each sub-call,
+``prompt_tokens``/``completion_tokens``, which its visualizer reads (``visualizer/src/lib/types.ts``).
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ METADATA_KEYS = {"type", "timestamp", "root_model", "max_depth", "max_iterations
 ITERATION_KEYS = {"type", "iteration", "timestamp", "prompt", "response", "code_blocks", "final_answer",
                   "iteration_time"}
 RESULT_KEYS = {"stdout", "stderr", "locals", "execution_time", "rlm_calls", "final_answer"}
-CALL_KEYS = {"root_model", "prompt", "response", "usage_summary", "execution_time"}
+CALL_KEYS = {"root_model", "prompt", "response", "usage_summary", "execution_time",
+             "prompt_tokens", "completion_tokens"}  # the last two: what its visualizer reads (types.ts)
 MODEL_USAGE_KEYS = {"total_calls", "total_input_tokens", "total_output_tokens"}
 
 
@@ -69,6 +71,7 @@ async def test_an_mcp_session_exports_one_iteration_per_tool_call_with_its_sub_q
     assert calls[0]["root_model"] == "small-model" and calls[0]["response"].startswith("ANSWER[p")
     usage = calls[0]["usage_summary"]["model_usage_summaries"]["small-model"]
     assert usage == {"total_calls": 1, "total_input_tokens": 10, "total_output_tokens": 5}
+    assert (calls[0]["prompt_tokens"], calls[0]["completion_tokens"]) == (10, 5)
     assert "ZeroDivisionError" in error["code_blocks"][0]["result"]["stderr"]
     assert final["final_answer"] == "the end" and final["code_blocks"][0]["result"]["final_answer"] == "the end"
 

@@ -37,6 +37,7 @@ async def test_trace_file_is_private_with_a_header_and_one_event_per_tool_call(m
     assert "sk-secret-key" not in path.read_text()
     assert header["type"] == "header" and header["format"] == "rlm-mcp-trace" and header["version"]
     assert header["settings"]["llm_base_url"] == fake.url and header["backend"]["configured"] == "auto"
+    assert header["settings"]["isolation"] == "auto" and header["settings"]["max_sub_queries"] == 1000
     assert [e["type"] for e in events] == ["load_context", "peek", "search", "exec_python", "sub_query",
                                            "rlm_status", "exec_python"]
     assert [e["call"] for e in events] == list(range(1, 8))
