@@ -113,8 +113,11 @@ def test_thousands_of_sub_queries_open_fast_because_they_render_lazily(tmp_path:
     trace, page = tmp_path / "big.jsonl", tmp_path / "big.html"
     _big_trace(trace, steps, subs)
     started = time.monotonic()
-    page.write_text(render_page(read_trace(trace)))
+    html = render_page(read_trace(trace))
     assert time.monotonic() - started < 5
+    # A reader clicks call 250's bar on the timeline: its step is past the first page of steps.
+    click = "<script>document.querySelector('#timeline i[title^=\"#250 \"]').click();</script>"
+    page.write_text(html.replace("</body>", click + "</body>"))
     started = time.monotonic()
     text, tags = visible(dump_dom(page, fragment="#step-1"))
     seconds = time.monotonic() - started
@@ -123,8 +126,9 @@ def test_thousands_of_sub_queries_open_fast_because_they_render_lazily(tmp_path:
     # no sub-query's prompt and answer are (those come when one is opened).
     assert "#100 provider" in text and "#101 provider" not in text and "answer 0" not in text
     assert "Show 100 more (4,900 left)" in text
-    # The steps come 200 at a time too, closed.
-    assert "Show 200 more (1,800 left)" in text and "print(200)" in text and "print(201)" not in text
+    # The steps come 200 at a time too, closed; the click built the next page and opened call 250.
+    assert "Show 200 more (1,600 left)" in text and "print(400)" in text and "print(401)" not in text
+    assert "output 250" in text and "output 249" not in text
     assert len(tags) < 10_000
     # The browser's start dominates; a page that built everything would take far longer.
     assert seconds < 30, seconds

@@ -145,7 +145,9 @@ var RlmTrace = (function () {
     else if (r.status) s.appendChild(el("span", "badge " + (r.status === "ok" ? "ok" : ""), r.status));
     var n = (ev.sub_queries ? ev.sub_queries.length : 0) + (ev.sub_queries_not_kept || 0);
     if (ev.sub_queries_so_far) n = ev.sub_queries_so_far;
-    if (n) s.appendChild(el("span", "badge", num(n) + " sub-queries"));
+    var tokens = 0;
+    (ev.sub_queries || []).forEach(function (q) { var t = q.tokens || {}; tokens += (t.prompt || 0) + (t.answer || 0); });
+    if (n) s.appendChild(el("span", "badge", num(n) + " sub-queries" + (tokens ? " · " + num(tokens) + " tokens" : "")));
     if (r.final !== undefined && r.final !== null) s.appendChild(el("span", "badge ok", "FINAL"));
     var args = ev.arguments || {};
     s.appendChild(el("span", "hint", firstLine(args.code || args.question || args.prompt || args.pattern ||
@@ -154,6 +156,18 @@ var RlmTrace = (function () {
     var go = lazy(d, function () { var b = el("div", "body"); stepBody(ev, b, openTarget); d.appendChild(b); });
     if (openTarget) { d.open = true; go(); }
     return d;
+  }
+
+  // Open call N's step (building pages of steps until it exists) and scroll to it.
+  function reveal(list, call) {
+    var step = document.getElementById("step-" + call), more;
+    while (!step && (more = list.querySelector(":scope > button.more"))) {
+      more.click();
+      step = document.getElementById("step-" + call);
+    }
+    if (!step) return;
+    step.open = true;
+    step.scrollIntoView({ block: "start" });
   }
 
   function tile(parent, value, label) {
@@ -203,6 +217,8 @@ var RlmTrace = (function () {
     main.appendChild(el("h2", null, "Timeline"));
     var line = el("div", "timeline");
     line.id = "timeline";
+    var list = el("div");
+    list.id = "steps";
     var span = Math.max(tEnd - t0, 0.001);
     calls.concat(running).slice(-2000).forEach(function (e) {
       if (!e.ts) return;
@@ -210,6 +226,7 @@ var RlmTrace = (function () {
       bar.style.left = (100 * (e.ts - t0) / span) + "%";
       bar.style.width = Math.max(100 * (e.seconds || 0) / span, 0.2) + "%";
       bar.title = "#" + e.call + " " + e.type + " " + secs(e.seconds);
+      bar.addEventListener("click", function () { reveal(list, e.call); });
       line.appendChild(bar);
     });
     main.appendChild(line);
@@ -217,8 +234,6 @@ var RlmTrace = (function () {
     main.appendChild(el("h2", null, "Steps (" + num(events.length + running.length) + ")"));
     if (data.events_not_shown > 0)
       main.appendChild(el("div", "meta", num(data.events_not_shown) + " earlier tool calls are not shown here."));
-    var list = el("div");
-    list.id = "steps";
     main.appendChild(list);
     var target = /^#step-(\d+)$/.exec(options.hash || "");
     var openCall = target ? Number(target[1]) : null;
