@@ -102,8 +102,43 @@ def _lines(path: Path) -> Iterator[str]:
         yield from f
 
 
+_LEGACY_EXEC = {"<resumed>": "answer_sub_queries", "<cancelled pause>": "pause_cancelled"}
+
+
+def _from_legacy(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Files written before format 1 (no header; ``exec``, ``sub_query`` and ``solve`` lines, a
+    sub-query written before the execution that made it) as format-1 events."""
+    events: list[dict[str, Any]] = []
+    waiting: list[dict[str, Any]] = []
+    for record in records:
+        kind = record.get("type")
+        if kind == "sub_query":
+            tokens = record.get("tokens")
+            waiting.append({**record, "type": None, "tokens": {"prompt": tokens, "answer": 0}
+                            if isinstance(tokens, int) else {"prompt": None, "answer": None}})
+        elif kind == "exec":
+            code = record.get("code") or ""
+            tool = _LEGACY_EXEC.get(code, "exec_python")
+            event = {"type": tool, "call": len(events) + 1, "ts": record.get("ts"), "seconds": record.get("seconds"),
+                     "arguments": {} if tool != "exec_python" else {"code": code}, "error": None,
+                     "result": {k: record.get(k) for k in ("status", "stdout", "error", "final")}}
+            if waiting:
+                event["sub_queries"] = [{k: v for k, v in sub.items() if k != "type"} for sub in waiting]
+                waiting = []
+            events.append(event)
+        elif kind == "solve":
+            events.append({"type": "rlm_solve", "call": len(events) + 1, "ts": record.get("ts"), "seconds": None,
+                           "arguments": {"question": record.get("question")}, "error": None,
+                           "result": {"final": record.get("final"), "iterations": record.get("iterations")}})
+        else:
+            events.append(record)
+    events += [{**sub, "type": "sub_query"} for sub in waiting]
+    return events
+
+
 def read_trace(path: Path) -> Trajectory:
-    """Parse a trace file; unreadable lines are counted, not fatal (the last one may be cut)."""
+    """Parse a trace file; unreadable lines are counted, not fatal (the last one may be cut).
+    Files from before format 1 are read too (see ``_from_legacy``)."""
     header: dict[str, Any] = {}
     events: list[dict[str, Any]] = []
     skipped = 0
@@ -121,4 +156,6 @@ def read_trace(path: Path) -> Trajectory:
             header = record
         else:
             events.append(record)
+    if not header and any(e.get("type") in ("exec", "solve") for e in events):
+        events = _from_legacy(events)
     return Trajectory(header, events, skipped)

@@ -199,3 +199,27 @@ async def test_over_http_each_session_gets_its_own_file_and_show_trace_sees_only
     assert len(files) == 2 and all(stat.S_IMODE(f.stat().st_mode) == 0o600 for f in files)
     kinds = sorted(tuple(e["type"] for e in read_trace(f).events) for f in files)
     assert kinds == [("exec_python",), ("list_contexts",)]
+
+
+def test_a_trace_written_before_format_1_reads_as_tool_call_events(tmp_path: Path):
+    from rlm_mcp.trace.export import to_rlm_records
+
+    old = [
+        {"ts": 1.0, "type": "sub_query", "backend": "provider", "prompt": "a", "answer": "A", "error": None,
+         "tokens": 15, "seconds": 0.1},
+        {"ts": 1.1, "type": "exec", "code": "r = llm_query('a')", "status": "ok", "stdout": "", "error": None,
+         "final": None, "pending": [], "seconds": 0.2},
+        {"ts": 2.0, "type": "exec", "code": "x = llm_query('b')", "status": "paused", "stdout": "", "error": None,
+         "final": None, "pending": ["b"], "seconds": 0.1},
+        {"ts": 3.0, "type": "sub_query", "backend": "client", "prompt": "b", "answer": "B"},
+        {"ts": 3.1, "type": "exec", "code": "<resumed>", "status": "ok", "stdout": "", "error": None,
+         "final": "B", "pending": [], "seconds": 0.1},
+    ]
+    path = tmp_path / "old.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in old))
+    events = read_trace(path).events
+    assert [e["type"] for e in events] == ["exec_python", "exec_python", "answer_sub_queries"]
+    assert events[0]["sub_queries"][0]["prompt"] == "a" and events[0]["sub_queries"][0]["tokens"]["prompt"] == 15
+    assert events[2]["sub_queries"][0]["answer"] == "B" and events[2]["result"]["final"] == "B"
+    records = list(to_rlm_records(read_trace(path)))
+    assert [len(r["code_blocks"][0]["result"]["rlm_calls"]) for r in records[1:]] == [1, 0, 1]
