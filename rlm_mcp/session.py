@@ -32,6 +32,7 @@ from sandbox import (
     VariableSlice,
 )
 
+from . import __version__
 from . import contexts as ctxmod
 from .backends.base import SubLlm
 from .config import Settings
@@ -51,7 +52,6 @@ from .subqueries import Selection, SubQueryRouter
 from .tokens import TokenCounter, get_token_counter
 from .shaping import cap_text, clean_json, shape_exec_result
 from .trace import Tracer
-from . import __version__
 
 __all__ = ["RlmSession", "Progress"]
 
@@ -415,7 +415,8 @@ class RlmSession:
             return None
         result = await sandbox.cancel_pending(reason)
         shaped = self._after(result)
-        self.tracer.event("pause_cancelled", reason=reason, result={k: shaped.get(k) for k in ("status", "stdout", "error", "final")})
+        self.tracer.event("pause_cancelled", reason=reason,
+                          result={k: shaped.get(k) for k in ("status", "stdout", "error", "final")})
         return shaped
 
     def _after(self, result: ExecResult) -> dict[str, Any]:

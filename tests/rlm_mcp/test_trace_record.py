@@ -223,3 +223,17 @@ def test_a_trace_written_before_format_1_reads_as_tool_call_events(tmp_path: Pat
     assert events[2]["sub_queries"][0]["answer"] == "B" and events[2]["result"]["final"] == "B"
     records = list(to_rlm_records(read_trace(path)))
     assert [len(r["code_blocks"][0]["result"]["rlm_calls"]) for r in records[1:]] == [1, 0, 1]
+
+
+async def test_a_pause_abandoned_and_failed_by_the_reaper_is_an_event(make_client, tmp_path: Path):
+    import anyio
+
+    traces = tmp_path / "traces"
+    async with make_client("legacy", sub_llm="host", pause_timeout=0.2, trace_dir=traces) as client:
+        await call(client, "exec_python", code="try:\n    llm_query('q')\nexcept SubQueryError:\n    print('gave up')")
+        with anyio.fail_after(10):
+            while not list(traces.glob("*.jsonl")) or "pause_cancelled" not in next(traces.glob("*.jsonl")).read_text():
+                await anyio.sleep(0.05)
+    _, _, events = _trace(traces)
+    assert [e["type"] for e in events] == ["exec_python", "pause_cancelled"]
+    assert "--pause-timeout" in events[1]["reason"] and events[1]["result"]["stdout"] == "gave up\n"
