@@ -10,6 +10,7 @@ after each.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from collections import deque
@@ -22,6 +23,8 @@ from typing import IO, Any
 from .format import FORMAT, FORMAT_VERSION, LIMITS, clip, summarize
 
 __all__ = ["Call", "Tracer", "SUB_QUERY_TOOLS", "add_to_totals", "new_totals"]
+
+logger = logging.getLogger(__name__)
 
 # The tools during which sandboxed code or the root model can make sub-queries.
 SUB_QUERY_TOOLS = frozenset({"exec_python", "answer_sub_queries", "sub_query", "rlm_solve"})
@@ -36,7 +39,7 @@ _HEADER_SETTINGS = ("transport", "sub_llm", "llm_base_url", "llm_model", "max_co
 _KEEP_SUB_QUERIES = 20_000
 
 
-@dataclass
+@dataclass(eq=False)
 class Call:
     """One tool call in progress."""
 
@@ -208,10 +211,16 @@ class Tracer:
         add_to_totals(self.totals, event)
         if self.path is None or self._closed:
             return
-        if self._file is None:
-            self._file = self._open_file()
-        self._file.write(json.dumps(event, ensure_ascii=False, default=str) + "\n")
-        self._file.flush()
+        try:
+            if self._file is None:
+                self._file = self._open_file()
+            self._file.write(json.dumps(event, ensure_ascii=False, default=str) + "\n")
+            self._file.flush()
+        except OSError as exc:
+            # The trace is a record, not the work: a full disk or an unwritable --trace-dir stops
+            # the file (said once, in the log), never the tool call that was being recorded.
+            logger.warning("stopped writing the trace %s: %s", self.path, exc)
+            self.path = None
 
     def _open_file(self) -> IO[str]:
         assert self.path is not None

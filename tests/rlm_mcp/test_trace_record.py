@@ -237,3 +237,14 @@ async def test_a_pause_abandoned_and_failed_by_the_reaper_is_an_event(make_clien
     _, _, events = _trace(traces)
     assert [e["type"] for e in events] == ["exec_python", "pause_cancelled"]
     assert "--pause-timeout" in events[1]["reason"] and events[1]["result"]["stdout"] == "gave up\n"
+
+
+async def test_a_trace_dir_that_cannot_be_written_stops_the_file_not_the_tools(make_client, tmp_path: Path, caplog):
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    async with make_client("legacy", trace_dir=blocked / "traces") as client:
+        assert (await call(client, "exec_python", code="print(1)"))["stdout"] == "1\n"
+        assert (await call(client, "exec_python", code="print(2)"))["stdout"] == "2\n"
+        shown = (await client.call_tool("show_trace", {})).content[0].text
+    assert "2 tool calls" in shown  # the session still keeps its trajectory
+    assert sum("stopped writing the trace" in r.getMessage() for r in caplog.records) == 1
