@@ -90,7 +90,10 @@ def build_trace_app(registry: Any) -> TraceApps:
         snapshot = clean_json(session.tracer.snapshot(max(0, min(int(last), 2000))))
         text = trace_text(snapshot, registry.settings.max_output_chars)
         if not client_supports_apps(ctx):
-            return CallToolResult(content=[TextContent(type="text", text=text)])
+            # The timeline is the text; the data stays small: totals, not every event again.
+            summary = {"session": snapshot["header"].get("session"), "totals": snapshot["totals"],
+                       "calls_shown": len(snapshot["events"]), "running": len(snapshot["running"])}
+            return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=summary)
         return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=snapshot)
 
     apps.add_html_resource(TRACE_APP_URI, app_page(), name="trajectory",

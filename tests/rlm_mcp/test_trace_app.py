@@ -53,7 +53,8 @@ async def test_a_host_without_apps_gets_the_trajectory_as_text(make_client):
     async with make_client("legacy", sub_llm="host") as client:
         await call(client, "exec_python", code="x = 40 + 2\nprint(x)")
         result = await client.call_tool("show_trace", {})
-        assert not result.is_error and result.structured_content is None
+        assert not result.is_error and "events" not in result.structured_content
+        assert result.structured_content["totals"]["executions"] == 1
         text = result.content[0].text
         assert "1 tool calls, 1 executions" in text and "#1 exec_python" in text and "x = 40 + 2" in text
         again = (await client.call_tool("show_trace", {})).content[0].text
