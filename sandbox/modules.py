@@ -1,7 +1,8 @@
 """The modules sandboxed code may import, each exposed as a ``ModuleNamespace``.
 
 A namespace holds a module's public functions, classes and constants, minus the
-members listed in ``_DENIED`` and minus anything that is itself a module. Each
+members listed in ``_DENIED`` and minus anything that is itself a module (``copy.deepcopy``
+is replaced by a version without ``memo``). Each
 denied member has its reason: it reaches attributes without the getattr guard,
 reads or writes outside the worker, or blocks the process.
 """
@@ -103,8 +104,24 @@ def build_namespaces(print_fn: Callable[..., None]) -> dict[str, ModuleNamespace
 
             members["pprint"] = pprint
             members["pp"] = pprint
+        if name == "copy":
+            members["deepcopy"] = _deepcopy_without_memo(module.deepcopy)
         namespaces[name] = ModuleNamespace(name, members)
     return namespaces
+
+
+def _deepcopy_without_memo(deepcopy: Callable[..., Any]) -> Callable[..., Any]:
+    """``copy.deepcopy(x)`` without the ``memo`` argument: the memo dict receives every object
+    the copy rebuilt, so it would hand the code copies of whatever its values lead to."""
+
+    def sandbox_deepcopy(x: Any, memo: Any = None) -> Any:
+        if memo is not None:
+            raise TypeError("copy.deepcopy(x, memo) is refused: the memo dict would hand out every object "
+                            "the copy rebuilt; call copy.deepcopy(x)")
+        return deepcopy(x)
+
+    sandbox_deepcopy.__name__ = sandbox_deepcopy.__qualname__ = "deepcopy"
+    return sandbox_deepcopy
 
 
 def make_import(namespaces: dict[str, ModuleNamespace]) -> Callable[..., Any]:

@@ -117,6 +117,20 @@ class ModuleNamespace:
     def __repr__(self) -> str:
         return f"<sandbox module {object.__getattribute__(self, '_name')!r}>"
 
+    # Rebuilding a namespace (copy, deepcopy, pickling) would walk and copy its members
+    # outside the guards; a namespace is immutable, so a copy is the namespace itself.
+    def __copy__(self) -> ModuleNamespace:
+        return self
+
+    def __deepcopy__(self, memo: Any) -> ModuleNamespace:
+        return self
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        raise TypeError("sandbox modules cannot be pickled or rebuilt")
+
+    def __reduce__(self) -> Any:
+        raise TypeError("sandbox modules cannot be pickled or rebuilt")
+
 
 def _attr_refused(name: str) -> str | None:
     """Why ``name`` may not be read or written, or None if it may."""

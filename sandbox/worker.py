@@ -35,6 +35,11 @@ from .policy import (
 
 _MIB = 1024 * 1024
 _SIZED = (str, list, dict, set, tuple, bytes, bytearray, frozenset)
+# Result caps besides the output cap: variables listed per result, variable names reported
+# (for the host's "variables lost" lists and rlm_status) and chars of one variable's description.
+_MAX_LISTED = 100
+_MAX_NAMES = 500
+_MAX_DESCRIBED = 300
 
 
 class _ExecTimeout(BaseException):
@@ -86,10 +91,17 @@ class Worker:
         self.cell = 0
         self.sources: dict[str, str] = {}
         self.request_id = 0
+        self.max_field = int(config.get("max_field_chars", 20_000))
         self.in_user_code = False
+        # True only while an execution runs the code's own statements: str() of a value for
+        # get_variable, reprs for the result and finalizers run between requests must not send
+        # frames the host is not waiting for.
+        self.in_turn = False
         self.var_cache: tuple[str, int, str] | None = None
-        self.namespaces = build_namespaces(self._print)
-        self.builtins = make_builtins(self._print, make_import(self.namespaces))
+        self.api = _sandbox_api(self)
+        self.api_reserved = {name: fn for name, fn in self.api.items() if name in RESERVED_NAMES}
+        self.namespaces = build_namespaces(self.api["print"])
+        self.builtins = make_builtins(self.api["print"], make_import(self.namespaces))
         self.repr = reprlib.Repr()
         self.repr.maxstring = self.repr.maxother = 100
         self.repr.maxlist = self.repr.maxtuple = self.repr.maxset = self.repr.maxdict = 5
@@ -133,12 +145,7 @@ class Worker:
         return {
             "context": self._default_context(),
             "contexts": dict(self.contexts),
-            "llm_query": self.llm_query,
-            "llm_query_batched": self.llm_query_batched,
-            "rlm_query": self.rlm_query,
-            "FINAL": self.final_answer,
-            "FINAL_VAR": self.final_var,
-            "SHOW_VARS": self.show_vars,
+            **self.api_reserved,
             "SubQueryError": SubQueryError,
         }
 
@@ -165,7 +172,10 @@ class Worker:
             if not name.startswith("_") and name not in RESERVED_NAMES and type(value) is not ModuleNamespace
         }
 
-    # -- names given to sandboxed code -------------------------------------------------------
+    # -- what the names given to sandboxed code do ----------------------------------------------
+    # The code never holds these bound methods: it gets the plain functions of ``_sandbox_api``,
+    # whose closures no attribute path reaches (``__closure__`` is refused), and which ``copy``
+    # and ``deepcopy`` hand back as they are instead of rebuilding the worker behind them.
 
     def _print(self, *objects: Any, sep: str | None = " ", end: str | None = "\n", file: Any = None,
                flush: bool = False) -> None:
@@ -175,6 +185,8 @@ class Worker:
         end = "\n" if end is None else end
         if type(sep) is not str or type(end) is not str:
             raise TypeError("sep and end must be strings")
+        if not self.in_turn:
+            return  # str() for get_variable, or a finalizer between requests: nobody reads this output
         # Piece by piece: joining first would copy a huge string twice before the cap cuts it.
         for index, obj in enumerate(objects):
             if index:
@@ -182,17 +194,24 @@ class Worker:
             self.output.write(obj if type(obj) is str else str(obj))
         self.output.write(end)
 
+    def _check_turn(self, what: str) -> None:
+        if not self.in_turn:
+            raise RuntimeError(
+                f"{what} can only be called while exec_python runs your code, not from str()/repr() of a "
+                "value or from cleanup code running between requests"
+            )
+
     def final_answer(self, answer: Any) -> None:
-        """FINAL(answer): record the final answer (execution goes on to the end of the code)."""
+        self._check_turn("FINAL")
         self.final = answer if type(answer) is str else str(answer)
 
     def final_var(self, name: Any) -> None:
-        """FINAL_VAR(name): the final answer is the value of the variable called ``name``."""
+        self._check_turn("FINAL_VAR")
         if type(name) is str:
             if name not in self.globals or name.startswith("_"):
                 raise NameError(
-                    f"FINAL_VAR: no variable named {name!r}; your variables: "
-                    f"{', '.join(sorted(self.user_vars())) or '(none)'}"
+                    _clip(f"FINAL_VAR: no variable named {name!r}; your variables: "
+                          f"{', '.join(sorted(self.user_vars())) or '(none)'}", self.max_field)
                 )
             value = self.globals[name]
         else:
@@ -200,24 +219,23 @@ class Worker:
         self.final = value if type(value) is str else str(value)
 
     def show_vars(self) -> None:
-        """SHOW_VARS(): print your variables with their types and sizes."""
-        lines = [f"{name}: {self._describe(value)}" for name, value in sorted(self.user_vars().items())]
-        names = ", ".join(f"{k} ({len(v):,} chars)" for k, v in self.contexts.items())
+        if not self.in_turn:
+            return
+        lines = [f"{_clip(name, 200)}: {self._describe(value)}" for name, value in sorted(self.user_vars().items())]
+        names = ", ".join(f"{_clip(k, 200)} ({len(v):,} chars)" for k, v in self.contexts.items())
         lines.append(f"contexts: {names or '(none)'}")
         self._print("\n".join(lines))
 
     def llm_query(self, prompt: Any, model: Any = None) -> str:
-        """llm_query(prompt) -> str: one sub-LLM call. Raises SubQueryError if it failed."""
         (result,) = self._sub_request("llm", [_as_text(prompt)], batched=False)
         if "error" in result:
             raise SubQueryError(result["error"])
         return result["ok"]
 
     def llm_query_batched(self, prompts: Any, model: Any = None) -> list[str]:
-        """llm_query_batched(prompts) -> list[str]: concurrent sub-LLM calls, answers in order.
-        A failed item comes back as a string starting with 'Error: '; the others are kept."""
         if isinstance(prompts, (str, bytes)) or not hasattr(prompts, "__iter__"):
             raise TypeError("llm_query_batched takes a list of prompt strings")
+        self._check_turn("llm_query_batched")
         texts = [_as_text(p) for p in prompts]
         if not texts:
             return []
@@ -225,7 +243,6 @@ class Worker:
         return [r["ok"] if "ok" in r else f"Error: {r['error']}" for r in results]
 
     def rlm_query(self, prompt: Any, context: Any = None) -> str:
-        """rlm_query(prompt, context) -> str: a recursive RLM call over ``context``."""
         ctx = None if context is None else _as_text(context)
         (result,) = self._sub_request("rlm", [_as_text(prompt)], batched=False, contexts=[ctx])
         if "error" in result:
@@ -234,7 +251,15 @@ class Worker:
 
     def _sub_request(self, kind: str, prompts: list[str], batched: bool,
                      contexts: list[str | None] | None = None) -> list[dict[str, str]]:
+        if not self.in_turn:
+            # Out of turn the host is waiting for another reply (or for nothing): a request
+            # frame now would desynchronise the channel for good.
+            raise SubQueryError(
+                "llm_query, llm_query_batched and rlm_query can only be called while exec_python runs your "
+                "code, not from str()/repr() of a value or from cleanup code running between requests"
+            )
         self.in_user_code = False
+        self.in_turn = False
         remaining, _ = signal.setitimer(signal.ITIMER_REAL, 0)
         try:
             self.request_id += 1
@@ -256,6 +281,7 @@ class Worker:
         finally:
             if remaining > 0:
                 signal.setitimer(signal.ITIMER_REAL, remaining)
+            self.in_turn = True
             self.in_user_code = True
 
     # -- requests ----------------------------------------------------------------------------
@@ -368,7 +394,8 @@ class Worker:
             variables = self.user_vars()
             if name not in variables:
                 listing = ", ".join(sorted(variables)) or "(none)"
-                self.channel.send({"op": "error", "message": f"no variable named {name!r}; variables: {listing}"})
+                self.channel.send({"op": "error", "message": _clip(
+                    f"no variable named {_clip(name, 200)!r}; variables: {listing}", self.max_field)})
                 return
             value = variables[name]
             if type(value) is str:
@@ -376,10 +403,8 @@ class Worker:
             elif self.var_cache and self.var_cache[0] == name and self.var_cache[1] == id(value):
                 text = self.var_cache[2]
             else:
-                try:
-                    text = str(value)
-                except BaseException as exc:  # noqa: BLE001 - code-defined str() must not end the worker
-                    self.channel.send({"op": "error", "message": f"str() of {name!r} failed: {type(exc).__name__}"})
+                text = self._str_of_variable(name, value)
+                if text is None:
                     return
                 self.var_cache = (name, id(value), text)
         total = len(text)
@@ -388,6 +413,25 @@ class Worker:
         end = total if end is None else max(start, min(int(end), total))
         piece = text[start:end].encode("utf-8", "surrogatepass")
         self.channel.send({"op": "var", "name": name, "start": start, "end": end, "total": total}, piece)
+
+    def _str_of_variable(self, name: str, value: Any) -> str | None:
+        """``str(value)`` under the execution timeout: a value's own code (a property of a
+        library subclass) runs here, and must neither hang the worker nor send frames."""
+        shown = _clip(name, 200)
+        # Inside a paused execution the outer timer is stopped; its rest is restored after.
+        self.in_user_code = True
+        signal.setitimer(signal.ITIMER_REAL, self.exec_timeout)
+        try:
+            return str(value)
+        except _ExecTimeout:
+            error = f"str() of {shown!r} ran past the {self.exec_timeout:g} s limit and was stopped"
+        except BaseException as exc:  # noqa: BLE001 - code-defined str() must not end the worker
+            error = f"str() of {shown!r} failed: {_clip(type(exc).__name__, 200)}"
+        finally:
+            self.in_user_code = False
+            signal.setitimer(signal.ITIMER_REAL, 0)
+        self.channel.send({"op": "error", "message": error})
+        return None
 
     def execute(self, source: str) -> dict[str, Any]:
         self.final = None
@@ -407,6 +451,7 @@ class Worker:
         error = None
         signal.setitimer(signal.ITIMER_REAL, self.exec_timeout)
         self.in_user_code = True
+        self.in_turn = True
         try:
             exec(outcome.code, self.globals)
         except _ExecTimeout:
@@ -415,37 +460,54 @@ class Worker:
         except BaseException as exc:  # noqa: BLE001 - everything the code raises is data
             error = self._with_hint(self._describe_exception(exc))
         finally:
+            self.in_turn = False
             self.in_user_code = False
             signal.setitimer(signal.ITIMER_REAL, 0)
         rebound = self._restore_reserved()
         after = self.user_vars()
-        changed = {
-            name: self._describe(value)
-            for name, value in after.items()
-            if before.get(name) != _fingerprint(value)
-        }
+        changed_names = [name for name, value in after.items() if before.get(name) != _fingerprint(value)]
+        if len(changed_names) > _MAX_LISTED:
+            notes_total = len(changed_names)
+        else:
+            notes_total = 0
+        # Described only as many as are listed: each description runs repr().
+        changed = {name: self._describe(after[name]) for name in changed_names[:_MAX_LISTED]}
         removed = [name for name in before if name not in after]
         notes = []
+        if notes_total:
+            notes.append(f"{notes_total:,} variables changed; {_MAX_LISTED} are listed (SHOW_VARS() lists all)")
         if rebound:
             notes.append(f"reserved names restored after the code rebound them: {', '.join(sorted(rebound))}")
         return self._result("error" if error else "ok", self.output.value(), error, changed, removed, notes)
 
     def _result(self, status: str, stdout: str, error: str | None, changed: dict[str, str],
                 removed: list[str], notes: list[str] | None = None) -> dict[str, Any]:
-        return {
+        """The result frame, every field capped here: the host must not have to decode (and a
+        model must not have to read) a 5 MB type name, 100,000 variable names or a 200 MB answer."""
+        cap = self.max_field
+        notes = [_clip(note, cap) for note in (notes or [])[:_MAX_LISTED]]
+        variables = {_clip(name, 200): _clip(text, _MAX_DESCRIBED)
+                     for name, text in list(changed.items())[:_MAX_LISTED]}
+        names = sorted(self.user_vars())
+        final = self.final
+        result = {
             "op": "result",
             "status": status,
-            "stdout": stdout,
-            "error": error,
-            "final": self.final,
-            "variables": changed,
-            "removed": removed,
-            "names": sorted(self.user_vars()),
-            "notes": notes or [],
+            "stdout": _clip(stdout, self.max_output + 200),
+            "error": None if error is None else _clip(error, cap),
+            "final": None if final is None else final[: self.max_output],
+            "variables": variables,
+            "removed": [_clip(name, 200) for name in removed[:_MAX_LISTED]],
+            "names": [_clip(name, 200) for name in names[:_MAX_NAMES]],
+            "names_total": len(names),
+            "notes": notes,
         }
+        if final is not None:
+            result["final_chars"] = len(final)
+        return result
 
     def _describe(self, value: Any) -> str:
-        kind = type(value).__name__
+        kind = _clip(type(value).__name__, 100)
         try:
             shown = self.repr.repr(value)
         except BaseException as exc:  # noqa: BLE001 - a broken repr must not break the result
@@ -471,7 +533,8 @@ class Worker:
             text = f"<the message could not be shown: str() raised {type(inner).__name__}>"
         if len(text) > 2000:
             text = text[:2000] + "..."
-        message = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+        kind = _clip(type(exc).__name__, 200)
+        message = f"{kind}: {text}" if text else kind
         if lineno is None:
             return message
         where = f"Line {lineno}"
@@ -487,6 +550,55 @@ class Worker:
     def _with_hint(error: str) -> str:
         hint = hint_for(error)
         return f"{error}\nHint: {hint}" if hint else error
+
+
+def _sandbox_api(worker: Worker) -> dict[str, Any]:
+    """The functions sandboxed code gets as ``print``, ``llm_query``, ``FINAL``...
+
+    Plain functions, not bound methods: ``copy.deepcopy`` of a bound method (or of a list or
+    ``functools.partial`` holding one) deep-copies the object it is bound to, and a blank
+    worker left in the caller's memo dict ran code with the real builtins. A function is
+    copied as itself, and the worker sits in its closure, which no attribute path reaches.
+    """
+
+    def print(*objects: Any, sep: str | None = " ", end: str | None = "\n", file: Any = None,
+              flush: bool = False) -> None:
+        worker._print(*objects, sep=sep, end=end, file=file, flush=flush)
+
+    def llm_query(prompt: Any, model: Any = None) -> str:
+        """llm_query(prompt) -> str: one sub-LLM call. Raises SubQueryError if it failed."""
+        return worker.llm_query(prompt, model)
+
+    def llm_query_batched(prompts: Any, model: Any = None) -> list[str]:
+        """llm_query_batched(prompts) -> list[str]: concurrent sub-LLM calls, answers in order.
+        A failed item comes back as a string starting with 'Error: '; the others are kept."""
+        return worker.llm_query_batched(prompts, model)
+
+    def rlm_query(prompt: Any, context: Any = None) -> str:
+        """rlm_query(prompt, context) -> str: a recursive RLM call over ``context``."""
+        return worker.rlm_query(prompt, context)
+
+    def FINAL(answer: Any) -> None:  # noqa: N802 - the name the model knows
+        """FINAL(answer): record the final answer (execution goes on to the end of the code)."""
+        worker.final_answer(answer)
+
+    def FINAL_VAR(name: Any) -> None:  # noqa: N802
+        """FINAL_VAR(name): the final answer is the value of the variable called ``name``."""
+        worker.final_var(name)
+
+    def SHOW_VARS() -> None:  # noqa: N802
+        """SHOW_VARS(): print your variables with their types and sizes."""
+        worker.show_vars()
+
+    return {"print": print, "llm_query": llm_query, "llm_query_batched": llm_query_batched,
+            "rlm_query": rlm_query, "FINAL": FINAL, "FINAL_VAR": FINAL_VAR, "SHOW_VARS": SHOW_VARS}
+
+
+def _clip(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, saying how many were left out."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... [{len(text) - limit:,} more characters]"
 
 
 def _as_text(value: Any) -> str:

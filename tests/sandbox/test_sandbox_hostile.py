@@ -283,7 +283,7 @@ PAYLOADS: dict[str, Payload] = {
         "import copy, json, io, string, difflib, textwrap\nmemo = {}\n"
         "copy.deepcopy([json.JSONEncoder(), io.StringIO('x'), string.Template('a'),\n"
         "               difflib.SequenceMatcher(None, 'ab', 'bc'), textwrap.TextWrapper()], memo)\n"
-        "for v in memo.values():\n    print(repr(v)[:200])", status="ok", expect=("'template': 'a'",),
+        "for v in memo.values():\n    print(repr(v)[:200])", expect=("memo) is refused",),
         absent=("<module", "<frame", "<code", "<built-in function open")),
     "strftime_format_spec_is_literal": Payload(
         "import datetime\nprint(format(datetime.date(2020, 1, 2), '%Y {0.__class__}'))", status="ok",
