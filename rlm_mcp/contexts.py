@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import anyio
 
 from rlm_mcp.errors import InvalidInput, InvalidPattern, InvalidRange, UnknownContext
-from sandbox import SearchTimeout, textops
+from sandbox import PatternError, SearchTimeout, textops
 from sandbox.textops import FindResult
 
 __all__ = [
@@ -70,6 +70,8 @@ class StrSource:
 
     async def find(self, pattern: str, *, regex: bool, ignore_case: bool, max_results: int, window: int,
                    max_chars: int, timeout: float) -> FindResult:
+        # Compiles in this process: for tests and tools, never for a server's contexts (their
+        # source, the session's worker, compiles where a pattern cannot hurt the server).
         compiled = textops.compile_pattern(pattern, regex, ignore_case)
         return await anyio.to_thread.run_sync(
             textops.find_matches, self.text, compiled, max_results, window, max_chars, timeout
@@ -317,18 +319,28 @@ def _peek_result(
 
 
 def check_pattern(pattern: Any, regex: bool = True, ignore_case: bool = False) -> None:
-    """Refuse an empty or invalid pattern with a message that says how to fix it."""
+    """Refuse an empty or oversized pattern with a message that says how to fix it. The pattern is
+    not compiled here: compiling runs in the session's worker, because a small pattern can make
+    the engine build gigabytes ("(?:a{10000}){1500}"), and the server must not be the one to."""
     if not isinstance(pattern, str) or pattern == "":
         raise InvalidInput("pattern must be a non-empty string (a regex, or literal text with regex=false).")
     try:
-        textops.compile_pattern(pattern, regex, ignore_case)
-    except textops.PATTERN_ERRORS as exc:
-        pos = getattr(exc, "pos", None)
-        where = f" at position {pos}" if pos is not None else ""
-        raise InvalidPattern(
-            f"Invalid regular expression {pattern!r}: {getattr(exc, 'msg', exc)}{where}. Fix the pattern (Python "
-            "re syntax), or pass regex=false to search for the literal text."
-        ) from exc
+        if regex:
+            textops.check_pattern_size(pattern)
+        elif len(pattern) > textops.MAX_PATTERN_CHARS:
+            raise textops.PatternTooLarge(f"the text is {len(pattern):,} characters; "
+                                          f"the limit is {textops.MAX_PATTERN_CHARS:,}")
+    except textops.PatternTooLarge as exc:
+        raise _invalid_pattern(pattern, exc.msg, exc.pos) from exc
+
+
+def _invalid_pattern(pattern: str, msg: str, pos: int | None) -> InvalidPattern:
+    where = f" at position {pos}" if pos is not None else ""
+    shown = pattern if len(pattern) <= 200 else pattern[:200] + "..."
+    return InvalidPattern(
+        f"Invalid regular expression {shown!r}: {msg}{where}. Fix the pattern (Python re syntax), or pass "
+        "regex=false to search for the literal text."
+    )
 
 
 async def search(
@@ -356,6 +368,10 @@ async def search(
     try:
         found = await source.find(pattern, regex=regex, ignore_case=ignore_case, max_results=max_results,
                                   window=window, max_chars=max_chars, timeout=timeout)
+    except PatternError as exc:
+        raise _invalid_pattern(pattern, exc.msg, exc.pos) from exc
+    except (*textops.PATTERN_ERRORS, textops.PatternTooLarge) as exc:  # a StrSource compiles in this process
+        raise _invalid_pattern(pattern, getattr(exc, "msg", str(exc)), getattr(exc, "pos", None)) from exc
     except (textops.PatternTimeout, SearchTimeout) as exc:
         raise InvalidPattern(
             f"The pattern {pattern!r} ran for {timeout:g} s without finishing (catastrophic backtracking?). "

@@ -40,11 +40,12 @@ def shape_exec_result(result: ExecResult, limit: int) -> dict[str, Any]:
     """The exec_python JSON: capped stdout and final answer, with notes on how to see more."""
     notes = list(result.notes)
     final = result.final
-    final_chars = len(final) if final is not None else 0
+    final_chars = (result.final_chars or len(final)) if final is not None else 0
     if final is not None:
+        # The worker sends at most its output cap of the answer; final_chars is the whole length.
         final, cut = cap_text(final, limit // 2 if result.stdout else limit,
                               "Read the rest with get_variable('FINAL', start=...).")
-        if cut:
+        if cut or final_chars > len(result.final or ""):
             notes.append(f"the final answer has {final_chars:,} characters; read it in slices with "
                          "get_variable('FINAL', start, end)")
     room = max(limit - (len(final) if final else 0), 1000)
@@ -58,6 +59,9 @@ def shape_exec_result(result: ExecResult, limit: int) -> dict[str, Any]:
         "variables": result.variables,
         "pending": _shape_pending(result, limit - len(stdout) - (len(final) if final else 0)),
     }
+    if len(shaped["pending"]) < len(result.pending):
+        notes.append(f"{len(result.pending):,} sub-queries are pending and {len(shaped['pending']):,} are listed; "
+                     "answer these with answer_sub_queries and it lists the rest")
     if result.removed:
         shaped["removed"] = result.removed
     if result.restarted:
@@ -75,9 +79,12 @@ def _shape_pending(result: ExecResult, room: int) -> list[dict[str, Any]]:
     get_variable('pending:<id>')."""
     if not result.pending:
         return []
-    share = max(room, 4000) // len(result.pending)
+    # 100,000 pending prompts must not make a 20 MB result: list as many as fit (answering
+    # them brings the rest, since answer_sub_queries returns what is still pending).
+    listed = result.pending[: max(1, min(len(result.pending), max(room, 4000) // 200))]
+    share = max(room, 4000) // len(listed)
     shaped = []
-    for p in result.pending:
+    for p in listed:
         text = p.text
         item: dict[str, Any] = {"id": p.id, "prompt": text}
         if len(text) > share:

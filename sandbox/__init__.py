@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 _EXPORTS = {
     "ALLOWED_MODULES": "modules",
     "PAUSE": "values",
+    "PatternError": "errors",
     "ContextMissing": "errors",
     "ExecResult": "values",
     "ExecTimeout": "errors",
@@ -61,6 +62,7 @@ if TYPE_CHECKING:
         ContextMissing,
         ExecTimeout,
         NotPaused,
+        PatternError,
         SandboxBusy,
         SandboxClosed,
         SandboxError,

@@ -9,6 +9,9 @@ Hierarchy::
     ├── WorkerStartFailed     the worker did not say READY in time
     └── WorkerCrashed         the worker died mid-request (killed, out of memory, ...)
         └── ExecTimeout       the wall-clock limit was hit and the worker was killed
+    ├── ContextMissing        a read named a context the worker does not have
+    ├── SearchTimeout         a search pattern ran past its timeout
+    └── PatternError          a search pattern is invalid or too large to compile
 
 Code that fails inside the sandbox (a NameError, a refused import, a MemoryError)
 is not an exception here: it is data, returned in ``ExecResult.error``.
@@ -24,6 +27,9 @@ __all__ = [
     "WorkerStartFailed",
     "WorkerCrashed",
     "ExecTimeout",
+    "ContextMissing",
+    "SearchTimeout",
+    "PatternError",
 ]
 
 
@@ -61,3 +67,14 @@ class ContextMissing(SandboxError):
 
 class SearchTimeout(SandboxError):
     """A search pattern ran past its timeout in the worker."""
+
+
+class PatternError(SandboxError):
+    """The worker refused a search pattern: invalid, or too large to compile safely."""
+
+    def __init__(self, message: str, msg: str, pos: int | None) -> None:
+        super().__init__(message)
+        self.msg = msg
+        """What is wrong, without the position."""
+        self.pos = pos
+        """Where in the pattern, when known."""

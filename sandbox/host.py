@@ -36,6 +36,7 @@ from .errors import (
     ContextMissing,
     ExecTimeout,
     NotPaused,
+    PatternError,
     SandboxBusy,
     SandboxClosed,
     SandboxError,
@@ -467,9 +468,24 @@ class SandboxSession:
                 f"The sandbox worker failed during {message.get('op')!r} ({reason}); a fresh worker was started "
                 f"with the contexts reloaded. Variables lost: {', '.join(lost) or 'none'}."
             ) from exc
-        if reply.get("op") == "error":
-            kind = {"missing": ContextMissing, "timeout": SearchTimeout}.get(reply.get("kind"), SandboxError)
-            raise kind(reply.get("message", "the worker refused the request"))
+        op = reply.get("op")
+        if op == "error":
+            kind = reply.get("kind")
+            text = _text(reply.get("message", "the worker refused the request"), _FIELD_CAP)
+            if kind == "pattern":
+                pos = reply.get("pos")
+                raise PatternError(text, reply.get("msg") if isinstance(reply.get("msg"), str) else text,
+                                   pos if type(pos) is int else None)
+            raise {"missing": ContextMissing, "timeout": SearchTimeout}.get(kind, SandboxError)(text)
+        if op != _REPLIES.get(message.get("op")):
+            # Out of turn (code run while serving this request sent a frame of its own): what
+            # the worker will send next is unknown, so only a fresh worker puts the channel right.
+            with anyio.CancelScope(shield=True):
+                _, lost = await self._restart()
+            raise WorkerCrashed(
+                f"The sandbox worker answered {message.get('op')!r} with an unexpected {_text(op, 40)!r} frame; a "
+                f"fresh worker was started with the contexts reloaded. Variables lost: {', '.join(lost) or 'none'}."
+            )
         return reply, payload
 
     def _usable(self) -> None:
@@ -594,11 +610,11 @@ class SandboxSession:
             self._usable()
             if not keep_contexts:
                 await anyio.to_thread.run_sync(self._store.clear)
-            if self._state is SessionState.PAUSED or not keep_contexts:
-                with anyio.CancelScope(shield=True):
-                    await self._restart()
-            else:
-                await self._request({"op": "reset"})
+            # Always a fresh worker: the old one may be wedged in ways no request can undo
+            # (code blocked in a sub-query, a frame out of turn, a finalizer spinning), and a
+            # reset that depends on its cooperation is no way out. Contexts come back from disk.
+            with anyio.CancelScope(shield=True):
+                await self._restart()
             self._names = []
             self._paused = None
             self._state = SessionState.READY
@@ -776,16 +792,26 @@ class SandboxSession:
                           duration=anyio.current_time() - self._started_at)
 
     def _finish(self, message: dict[str, Any]) -> ExecResult:
+        """The worker caps every field before sending; they are cut again here, because the
+        code runs in that process and could have changed what it sends."""
         self._state = SessionState.READY
-        self._names = list(message.get("names", []))
+        out, field_cap = self.limits.max_output_chars, _FIELD_CAP
+        self._names = [_text(n, 200) for n in _list(message.get("names"))[:_MAX_NAMES]]
+        final = message.get("final")
+        final = None if final is None else _text(final, out)
+        final_chars = message.get("final_chars")
+        variables = message.get("variables")
+        variables = variables if isinstance(variables, dict) else {}
         return ExecResult(
             status="error" if message.get("status") == "error" else "ok",
-            stdout=message.get("stdout", ""),
-            error=message.get("error"),
-            final=message.get("final"),
-            variables=dict(message.get("variables", {})),
-            removed=list(message.get("removed", [])),
-            notes=list(message.get("notes", [])),
+            stdout=_text(message.get("stdout", ""), out + 200),
+            error=None if message.get("error") is None else _text(message["error"], field_cap + 100),
+            final=final,
+            final_chars=(final_chars if type(final_chars) is int and final is not None
+                         and final_chars >= len(final) else None if final is None else len(final)),
+            variables={_text(k, 200): _text(v, 400) for k, v in list(variables.items())[:_MAX_LISTED]},
+            removed=[_text(n, 200) for n in _list(message.get("removed"))[:_MAX_LISTED]],
+            notes=[_text(n, field_cap + 100) for n in _list(message.get("notes"))[:_MAX_LISTED]],
             duration=anyio.current_time() - self._started_at,
         )
 
@@ -832,6 +858,24 @@ def _cpu_seconds(pid: int | None) -> float:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     except (OSError, IndexError, ValueError):
         return 0.0
+
+
+# The reply each request expects (besides "error").
+_REPLIES = {"load": "ok", "drop": "ok", "reset": "ok", "ping": "ok", "find": "found", "get_var": "var"}
+
+# What the host keeps of a result, whatever the worker sent (it caps the same fields lower).
+_FIELD_CAP = 20_000
+_MAX_LISTED = 100
+_MAX_NAMES = 500
+
+
+def _text(value: Any, limit: int) -> str:
+    text = value if isinstance(value, str) else str(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
 
 
 def _death_reason(code: int | None, limits: Limits) -> str:

@@ -95,6 +95,9 @@ class ExecResult:
     stdout: str = ""
     error: str | None = None
     final: str | None = None
+    """The final answer, cut to ``Limits.max_output_chars``; ``get_variable("FINAL")`` reads all of it."""
+    final_chars: int | None = None
+    """Length of the whole final answer (None when there is none)."""
     variables: dict[str, str] = field(default_factory=dict)
     removed: list[str] = field(default_factory=list)
     pending: list[PendingQuery] = field(default_factory=list)

@@ -375,8 +375,11 @@ class Worker:
         except textops.PatternTimeout as exc:
             self.channel.send({"op": "error", "kind": "timeout", "message": str(exc)})
             return
-        except (*textops.PATTERN_ERRORS, ValueError, TypeError, OverflowError) as exc:
-            self.channel.send({"op": "error", "kind": "pattern", "message": f"invalid pattern: {exc}"})
+        except (*textops.PATTERN_ERRORS, ValueError, TypeError, OverflowError, RecursionError, MemoryError) as exc:
+            pos = getattr(exc, "pos", None)
+            msg = _clip(str(getattr(exc, "msg", None) or exc), 2000)
+            self.channel.send({"op": "error", "kind": "pattern", "message": f"invalid pattern: {msg}",
+                               "msg": msg, "pos": pos if type(pos) is int else None})
             return
         hits = [[h.start, h.end, h.lo, len(h.text), h.text_truncated] for h in found.hits]
         payload = "".join(h.text for h in found.hits).encode("utf-8", "surrogatepass")
