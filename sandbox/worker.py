@@ -97,6 +97,7 @@ class Worker:
         # get_variable, reprs for the result and finalizers run between requests must not send
         # frames the host is not waiting for.
         self.in_turn = False
+        self.describe_expired = False
         self.var_cache: tuple[str, int, str] | None = None
         self.api = _sandbox_api(self)
         self.api_reserved = {name: fn for name, fn in self.api.items() if name in RESERVED_NAMES}
@@ -466,6 +467,15 @@ class Worker:
             self.in_turn = False
             self.in_user_code = False
             signal.setitimer(signal.ITIMER_REAL, 0)
+        # Describing the variables runs reprs (possibly the code's own): a short timer of its own.
+        self.describe_expired = False
+        signal.setitimer(signal.ITIMER_REAL, min(1.0, self.exec_timeout / 2))
+        try:
+            return self._finish_execution(before, error)
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+
+    def _finish_execution(self, before: dict[str, tuple[int, int | None]], error: str | None) -> dict[str, Any]:
         rebound = self._restore_reserved()
         after = self.user_vars()
         changed_names = [name for name, value in after.items() if before.get(name) != _fingerprint(value)]
@@ -511,10 +521,23 @@ class Worker:
 
     def _describe(self, value: Any) -> str:
         kind = _clip(type(value).__name__, 100)
-        try:
-            shown = self.repr.repr(value)
-        except BaseException as exc:  # noqa: BLE001 - a broken repr must not break the result
-            shown = f"<repr failed: {type(exc).__name__}>"
+        if self.describe_expired and not self.in_turn:
+            shown = "<not shown: an earlier repr ran too long>"
+        else:
+            # A repr can run the code's own code (a property of a library subclass): after the
+            # execution it runs under the short timer ``execute`` arms, not unbounded.
+            was_in_user_code, self.in_user_code = self.in_user_code, True
+            try:
+                shown = self.repr.repr(value)
+            except _ExecTimeout:
+                if self.in_turn:
+                    raise  # SHOW_VARS() inside the execution: the execution's own timeout
+                self.describe_expired = True
+                shown = "<repr stopped: it ran too long>"
+            except BaseException as exc:  # noqa: BLE001 - a broken repr must not break the result
+                shown = f"<repr failed: {_clip(type(exc).__name__, 100)}>"
+            finally:
+                self.in_user_code = was_in_user_code
         if isinstance(value, _SIZED):
             return f"{kind}[{len(value):,}] {shown}"
         return f"{kind} {shown}"

@@ -306,7 +306,8 @@ PAYLOADS: dict[str, Payload] = {
     "finalizer_spins": Payload(
         "import io\nclass S(io.StringIO):\n    def close(self):\n        while True:\n            pass\n"
         "s = S()\ns = None\nprint('after')", status="ok", expect=("after",)),
-    "repr_spins_after_execution": Payload(_REPR_SPINS_AFTER_EXECUTION, expect=("ExecTimeout",), killed=True),
+    # The result's reprs run under a short timer of their own: stopped, not killed.
+    "repr_spins_after_execution": Payload(_REPR_SPINS_AFTER_EXECUTION, status="ok"),
     # Code runs inside the worker's own bookkeeping through library subclasses whose
     # dunders call overridable properties; a raise there must not end the worker.
     "exception_whose_str_raises": Payload(
