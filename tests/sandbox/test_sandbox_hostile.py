@@ -369,6 +369,106 @@ def canary(tmp_path: Path) -> Path:
     return path
 
 
+# -- issue 10: objects that lead back to the worker ---------------------------------------------------
+# The helpers were bound methods of the worker: copy.deepcopy of one (bare, in a container, in a
+# partial) rebuilt the worker and left it in the memo dict, where its execute() ran code with the
+# real builtins. Every helper, every way of copying it, and every attribute that leads behind it.
+_HELPERS = ("llm_query", "llm_query_batched", "rlm_query", "FINAL", "FINAL_VAR", "SHOW_VARS", "print")
+IS_ITSELF = ("True",)
+MEMO_REFUSED = ("memo) is refused",)
+
+for _h in _HELPERS:
+    PAYLOADS[f"{_h}_deepcopy_with_memo"] = Payload(
+        f"import copy\nmemo = {{}}\ncopy.deepcopy([{_h}], memo)\nprint(list(memo.values()))", expect=MEMO_REFUSED)
+    PAYLOADS[f"{_h}_deepcopy_in_partial_is_itself"] = Payload(
+        f"import copy, functools\nprint(copy.deepcopy(functools.partial({_h}, 1)).func is {_h})",
+        status="ok", expect=IS_ITSELF)
+    PAYLOADS[f"{_h}_copies_in_containers_are_itself"] = Payload(
+        f"import copy\nh = {_h}\nprint(copy.deepcopy({{'a': [h]}})['a'][0] is h and copy.copy([h])[0] is h "
+        f"and copy.deepcopy((h, h))[1] is h)", status="ok", expect=IS_ITSELF)
+    PAYLOADS[f"{_h}_reduce_ex"] = Payload(f"r = {_h}.__reduce_ex__(4)", expect=REFUSED_ATTR)
+    PAYLOADS[f"{_h}_closure_by_getattr"] = Payload(f"c = getattr({_h}, '__clo' + 'sure__')", expect=REFUSED_ATTR)
+    PAYLOADS[f"{_h}_globals_by_getattr"] = Payload(f"g = getattr({_h}, '__glo' + 'bals__')", expect=REFUSED_ATTR)
+
+_FINALIZER_CLASS = """
+import io
+class S(io.StringIO):
+    def close(self):
+        @CALL@
+"""
+
+PAYLOADS.update({
+    "module_namespaces_copy_as_themselves": Payload(
+        "import copy, json, re\nprint(copy.copy(json) is json and copy.deepcopy([re])[0] is re)",
+        status="ok", expect=IS_ITSELF),
+    "subquery_error_copy_is_the_class": Payload(
+        "import copy\nprint(copy.deepcopy(SubQueryError) is SubQueryError)", status="ok", expect=IS_ITSELF),
+    "copied_exception_from_a_helper_has_no_internals": Payload(
+        "import copy\ntry:\n    FINAL_VAR('nope')\nexcept NameError as e:\n    c = copy.deepcopy(e)\n"
+        "print(c.args[0][:30], getattr(c, 'with_traceback'))", status="ok", expect=("FINAL_VAR: no variable",)),
+    "exception_traceback_of_a_helper_error": Payload(
+        "try:\n    FINAL_VAR('nope')\nexcept NameError as e:\n    tb = e.__traceback__", expect=REFUSED_ATTR),
+    "exception_context_by_getattr": Payload(
+        "try:\n    FINAL_VAR(1 / 0)\nexcept ZeroDivisionError as e:\n    c = getattr(e, '__con' + 'text__')",
+        expect=REFUSED_ATTR),
+    "subquery_error_subclasses": Payload("x = SubQueryError.__subclasses__()", expect=REFUSED_ATTR),
+    "partial_of_helper_func_args": Payload(
+        "import functools\np = functools.partial(llm_query, 'x')\nprint(p.func is llm_query, p.args)",
+        status="ok", expect=("True ('x',)",)),
+    "import_pickle": Payload("import pickle", expect=NOT_AVAILABLE),
+    "import_copyreg": Payload("import copyreg", expect=NOT_AVAILABLE),
+    "import_marshal": Payload("import marshal", expect=NOT_AVAILABLE),
+    "import_gc": Payload("import gc", expect=NOT_AVAILABLE),
+    "import_inspect": Payload("import inspect", expect=NOT_AVAILABLE),
+    "import_weakref": Payload("import weakref", expect=NOT_AVAILABLE),
+    "import_ctypes": Payload("import ctypes", expect=NOT_AVAILABLE),
+    "import_types": Payload("import types", expect=NOT_AVAILABLE),
+    # -- issue 10: code run out of turn (reprs for the result, finalizers between requests) --------------
+    "llm_query_from_a_result_repr": Payload(
+        "import collections\nclass U(collections.UserString):\n    pass\n"
+        "def ask(self):\n    return llm_query('x')\nu = U('x')\nU.data = property(ask)", status="ok"),
+    "final_from_a_result_repr": Payload(
+        "import collections\nclass U(collections.UserString):\n    pass\n"
+        "def fin(self):\n    FINAL('late')\n    return 'x'\nu = U('x')\nU.data = property(fin)", status="ok",
+        absent=("late",)),
+    "finalizer_calls_llm_query_in_turn": Payload(
+        _FINALIZER_CLASS.replace("@CALL@", "llm_query('x')") + "s = S()\ns = None\nprint('after')",
+        status="ok", expect=("after",)),
+    "finalizer_calls_llm_query_after_the_execution": Payload(
+        _FINALIZER_CLASS.replace("@CALL@", "llm_query('x')") + "FINAL = S()\nSHOW_VARS = S()", status="ok"),
+    "finalizer_calls_final_after_the_execution": Payload(
+        _FINALIZER_CLASS.replace("@CALL@", "FINAL('late')") + "llm_query = S()", status="ok", absent=("late",)),
+    "finalizer_in_rebound_contexts": Payload(
+        _FINALIZER_CLASS.replace("@CALL@", "llm_query_batched(['a', 'b'])") + "contexts = {'x': S()}",
+        status="ok"),
+    "finalizer_prints_after_the_execution": Payload(
+        _FINALIZER_CLASS.replace("@CALL@", "print('ghost ' * 1000)") + "rlm_query = S()", status="ok",
+        absent=("ghost",)),
+    # -- issue 10: output caps ---------------------------------------------------------------------------
+    "namedtuple_huge_type_name": Payload(
+        "import collections\nT = collections.namedtuple('A' * 5_000_000, 'x')\nt = T(1)", status="ok"),
+    "namedtuple_huge_type_name_in_show_vars": Payload(
+        "import collections\nT = collections.namedtuple('A' * 5_000_000, 'x')\nt = T(1)\nSHOW_VARS()",
+        status="ok"),
+    "namedtuple_huge_name_in_an_error": Payload(
+        "import collections\nT = collections.namedtuple('B' * 3_000_000, 'x')\nT(1, 2, 3)", expect=("TypeError",)),
+    "namedtuple_huge_field_name": Payload(
+        "import collections\nT = collections.namedtuple('T', ['f' + 'x' * 2_000_000])\nt = T(1)", status="ok"),
+    "thousands_of_variables": Payload("\n".join(f"v{i} = {i}" for i in range(2_000)), status="ok"),
+    "huge_variable_name": Payload("v" + "a" * 150_000 + " = 1", status="ok"),
+    "huge_final": Payload("FINAL('y' * 10_000_000)", status="ok"),
+    "huge_final_var": Payload("big = 'z' * 10_000_000\nFINAL_VAR('big')", status="ok"),
+    "final_var_of_a_huge_unknown_name": Payload("FINAL_VAR('q' * 10_000_000)", expect=("NameError",)),
+    "exception_with_a_million_args": Payload("raise ValueError(*range(10**6))", expect=("ValueError",)),
+    "print_with_a_huge_separator": Payload("print(1, 2, 3, sep='x' * 10**7)", status="ok",
+                                           expect=("[output truncated: ",)),
+    "huge_exception_from_a_library": Payload("import json\njson.loads('[' + '1,' * 10**6)", expect=("JSONDecodeError",)),
+    # The pattern that took the server 4 GB with the regex package: re keeps counted repeats as
+    # opcodes, so in the sandbox it compiles small (and the worker's rlimits bound it anyway).
+    "regex_compile_bomb_in_code": Payload("import re\nr = re.compile('(?:a{10000}){1500}')\nprint('small')",
+                                          status="ok", expect=("small",)),
+})
+
 @pytest.fixture
 async def session(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[SandboxSession]:
     monkeypatch.setenv(ENV_SECRET_NAME, ENV_SECRET)
@@ -422,6 +522,9 @@ async def test_hostile_payload_is_contained(
     assert len(result.stdout) <= MAX_OUTPUT + 200
     assert len(result.error or "") <= 5_000
     assert all(len(v) <= 1_000 for v in result.variables.values())
+    assert all(len(k) <= 300 for k in result.variables) and len(result.variables) <= 100
+    assert len(result.final or "") <= MAX_OUTPUT
+    assert sum(map(len, result.notes)) <= 25_000 and len(session.variable_names) <= 500
 
     assert list(canary.iterdir()) == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["canary", "secret.txt"]
@@ -429,5 +532,7 @@ async def test_hostile_payload_is_contained(
 
 
 def test_suite_has_enough_payloads() -> None:
-    """The hostile suite keeps at least 60 payloads."""
-    assert len(PAYLOADS) >= 60
+    """The hostile suite keeps at least 200 payloads, the known RestrictedPython CVEs among them."""
+    assert len(PAYLOADS) >= 200
+    for cve in ("2023_37271", "2023_41039", "2024_47532", "2025_22153"):
+        assert any(cve in name for name in PAYLOADS), cve
