@@ -1,4 +1,4 @@
-"""Settings come from flags, then RLM_* variables, then defaults; the README documents every one."""
+"""Settings come from flags, then RLM_* variables, then defaults; docs/configuration.md documents every one."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import pytest
 from rlm_mcp.config import OPTIONS, Settings, settings_from_args
 
 README = Path(__file__).resolve().parents[2] / "README.md"
+CONFIGURATION = README.parent / "docs" / "configuration.md"
 
 
 def test_defaults_fit_real_rlm_runs():
@@ -48,8 +49,8 @@ def test_the_api_key_is_never_shown_in_a_repr():
     assert "s3cr3t" not in repr(Settings(llm_api_key="s3cr3t", auth_token="s3cr3t"))
 
 
-def test_the_readme_documents_every_flag_and_variable():
-    text = README.read_text()
+def test_the_configuration_page_documents_every_flag_and_variable():
+    text = CONFIGURATION.read_text()
     for flag, name, _, _ in OPTIONS:
         assert f"`{flag}`" in text, flag
         assert f"`RLM_{name.upper()}`" in text, name
