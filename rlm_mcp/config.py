@@ -52,6 +52,7 @@ class Settings:
     log_level: str = "INFO"
     isolation: Literal["auto", "strict", "off"] = "auto"
     bwrap: str | None = None
+    model_hints: tuple[str, ...] = ()
 
     @property
     def allowed_roots(self) -> tuple[Path, ...]:
@@ -110,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--allow-url", action="store_true", default=None, help="allow load_context(url=...) (off by default)")
     parser.add_argument("--allow-private-urls", action="store_true", default=None,
                         help="let URL loads reach loopback and private addresses (off by default)")
+    parser.add_argument("--model-hint", action="append", dest="model_hints", metavar="NAME",
+                        help="model name hint sent with sampling requests (repeatable, or a comma list; "
+                             "default: no modelPreferences at all, which every client accepts)")
     for flag, name, kind, text in OPTIONS:
         parser.add_argument(flag, dest=name, type=kind, default=None, help=text)
     return parser
@@ -131,6 +135,8 @@ def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
             values[name] = _BOOL_ENV[raw.lower()]
     if env.get("RLM_HTTP", "").lower() in ("1", "true", "yes", "on"):
         values["transport"] = "http"
+    if env.get("RLM_MODEL_HINT"):
+        values["model_hints"] = (env["RLM_MODEL_HINT"],)
     if env.get("RLM_ROOTS"):
         values["roots"] = tuple(Path(p) for p in env["RLM_ROOTS"].split(os.pathsep) if p)
     return values
@@ -149,6 +155,10 @@ def settings_from_args(argv: Sequence[str] | None = None, env: Mapping[str, str]
         values["transport"] = "http"
     if args.roots:
         values["roots"] = tuple(Path(p) for p in args.roots)
+    if args.model_hints:
+        values["model_hints"] = tuple(args.model_hints)
+    if "model_hints" in values:
+        values["model_hints"] = _model_hints(parser, values["model_hints"])
     if "roots" in values:
         values["roots"] = tuple(_resolve_root(parser, p) for p in values["roots"])
     settings = Settings(**values)
@@ -162,6 +172,15 @@ def _resolve_root(parser: argparse.ArgumentParser, root: Path) -> Path:
     except (RuntimeError, OSError, ValueError) as exc:  # '~nouser', a symlink loop, a NUL byte
         parser.error(f"--root {str(root)!r} is not a usable folder ({exc})")
         raise  # unreachable: parser.error exits
+
+
+def _model_hints(parser: argparse.ArgumentParser, given: Sequence[str]) -> tuple[str, ...]:
+    """--model-hint NAME (repeatable) or a comma list: model names a client may match, not paths."""
+    hints = tuple(h.strip() for item in given for h in item.split(","))
+    for hint in hints:
+        if not hint or len(hint) > 200 or not hint.isprintable():
+            parser.error(f"--model-hint {hint!r} must be a model name: 1 to 200 printable characters")
+    return hints
 
 
 def _validate(parser: argparse.ArgumentParser, s: Settings) -> None:

@@ -42,7 +42,7 @@ def _input_required(session: RlmSession, pending: list[dict[str, str]], state: s
     return InputRequiredResult(
         input_requests={
             p["id"]: sampling_request([{"role": "user", "content": p["prompt"]}], SUB_SYSTEM_PROMPT,
-                                      session.settings.sub_max_tokens)
+                                      session.settings.sub_max_tokens, session.settings.model_hints)
             for p in pending
         },
         request_state=state,

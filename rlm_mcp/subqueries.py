@@ -122,7 +122,7 @@ class SubQueryRouter:
         provider = self.provider()
         if wanted in ("auto", "sampling") and live_channel:
             selection = Selection("sampling", "the client declared sampling and can take requests during a tool "
-                                  "call (protocol 2025-11-25)", SamplingBackend(ctx))
+                                  "call (protocol 2025-11-25)", SamplingBackend(ctx, self.settings.model_hints))
         elif wanted in ("auto", "sampling") and can_sample:
             selection = Selection("mrtr", "the client declared sampling on protocol 2026-07-28: sub-queries ride "
                                   "input-required rounds of the tool call")

@@ -7,6 +7,7 @@ what streamable HTTP needs; on stdio it is the same pipe either way.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from typing import Any
 
 from mcp import types
@@ -15,10 +16,7 @@ from mcp.shared.exceptions import MCPError
 from ..errors import BackendUnavailable, SubQueryFailed
 from .base import ChatMessage, Completion
 
-__all__ = ["SamplingBackend", "client_can_sample", "sampling_request"]
-
-# Sub-queries are many and narrow: ask the client for a fast, cheap model.
-PREFERENCES = types.ModelPreferences(speed_priority=0.8, cost_priority=0.7, intelligence_priority=0.4)
+__all__ = ["SamplingBackend", "client_can_sample", "model_preferences", "sampling_request"]
 
 
 def client_can_sample(ctx: Any) -> bool:
@@ -26,7 +24,17 @@ def client_can_sample(ctx: Any) -> bool:
     return capabilities is not None and capabilities.sampling is not None
 
 
-def sampling_request(messages: list[ChatMessage], system: str | None, max_tokens: int) -> types.CreateMessageRequest:
+def model_preferences(hints: Sequence[str]) -> types.ModelPreferences | None:
+    """No ``modelPreferences`` unless --model-hint names models: some clients hand the field on to
+    their provider's API, which refuses it (fast-agent: "unexpected keyword argument
+    'model_preferences'"), and the client's own model choice is the better default."""
+    if not hints:
+        return None
+    return types.ModelPreferences(hints=[types.ModelHint(name=name) for name in hints])
+
+
+def sampling_request(messages: list[ChatMessage], system: str | None, max_tokens: int,
+                     hints: Sequence[str] = ()) -> types.CreateMessageRequest:
     return types.CreateMessageRequest(
         params=types.CreateMessageRequestParams(
             messages=[
@@ -35,7 +43,7 @@ def sampling_request(messages: list[ChatMessage], system: str | None, max_tokens
             ],
             system_prompt=system,
             max_tokens=max_tokens,
-            model_preferences=PREFERENCES,
+            model_preferences=model_preferences(hints),
         )
     )
 
@@ -53,12 +61,13 @@ def completion_from_result(result: Any) -> Completion:
 class SamplingBackend:
     name = "sampling"
 
-    def __init__(self, ctx: Any) -> None:
+    def __init__(self, ctx: Any, hints: Sequence[str] = ()) -> None:
         self._session = ctx.session
         self._related = ctx.request_context.request_id
+        self._hints = tuple(hints)
 
     async def complete(self, messages: list[ChatMessage], *, system: str | None, max_tokens: int) -> Completion:
-        request = sampling_request(messages, system, max_tokens)
+        request = sampling_request(messages, system, max_tokens, self._hints)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # sampling is deprecated only in 2026-07-28
