@@ -252,15 +252,19 @@ class SandboxSession:
     async def _start(self, argv: list[str], env: dict[str, str] | None) -> dict[str, Any]:
         """Start one worker process and wait for its READY frame."""
         try:
-            process = await anyio.open_process(
-                argv,
-                stdin=-1,
-                stdout=-1,
-                stderr=None,
-                cwd="/",
-                env=env if env is not None else _minimal_env(),
-                start_new_session=True,
-            )
+            # Shielded: a cancellation delivered while the event loop spawns the child would lose the
+            # handle of a process that already exists, and nobody would kill or reap it. The spawn
+            # is quick; the cancellation lands at the next await, when _kill() can see the process.
+            with anyio.CancelScope(shield=True):
+                process = await anyio.open_process(
+                    argv,
+                    stdin=-1,
+                    stdout=-1,
+                    stderr=None,
+                    cwd="/",
+                    env=env if env is not None else _minimal_env(),
+                    start_new_session=True,
+                )
         except OSError as exc:
             raise WorkerStartFailed(f"could not start the sandbox worker: {exc}") from exc
         self._process = process

@@ -215,7 +215,9 @@ async def test_a_call_cancelled_while_its_worker_starts_leaves_no_worker(no_leak
     from rlm_mcp.session import RlmSession
 
     before = children(os.getpid())
-    for delay in (0.0, 0.02, 0.05, 0.1, 0.2):
+    # A fine sweep: the spawn itself takes a few milliseconds, and a cancellation landing inside it
+    # once lost the handle of a process that already existed.
+    for delay in (0.0, 0.001, 0.002, 0.004, 0.006, 0.008, 0.01, 0.015, 0.02, 0.05, 0.1, 0.2):
         session = RlmSession(Settings())
         with anyio.move_on_after(delay):
             await session.sandbox()
