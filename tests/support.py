@@ -46,6 +46,19 @@ __all__ = [
 # -- processes -----------------------------------------------------------------------------------
 
 
+def bubblewrap_namespaces(bwrap: str | None) -> bool:
+    """Whether ``bwrap`` can build its namespaces here (containers often forbid user namespaces):
+    the tests of the outer walls skip, with a reason, where it cannot."""
+    if bwrap is None:
+        return False
+    import sys
+
+    from sandbox import Isolation, walls
+
+    argv = walls.worker_argv(sys.executable, "pass", {}, Isolation(), bwrap)
+    return subprocess.run(argv, capture_output=True, timeout=30).returncode == 0
+
+
 def children(pid: int) -> set[int]:
     """Direct children of ``pid``, zombies included (a zombie is a child nobody reaped: a leak)."""
     found: set[int] = set()

@@ -10,21 +10,12 @@ import pytest
 
 from conftest import rlm_mcp_command
 from sandbox import walls
-from support import call
+from support import bubblewrap_namespaces, call
 
 BWRAP = walls.find_bwrap()
 
 
-def _namespaces_work() -> bool:
-    if BWRAP is None:
-        return False
-    from sandbox import Isolation
-
-    argv = walls.worker_argv(sys.executable, "pass", {}, Isolation(), BWRAP)
-    return subprocess.run(argv, capture_output=True, timeout=30).returncode == 0
-
-
-NAMESPACES = _namespaces_work()
+NAMESPACES = bubblewrap_namespaces(BWRAP)
 
 
 def test_strict_isolation_without_bubblewrap_refuses_to_start(tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ import pytest
 from sandbox import Isolation, Limits, SandboxSession, WorkerStartFailed
 from sandbox import walls
 from sandbox.host import SandboxSession as _Session
+from support import bubblewrap_namespaces
 
 BWRAP = walls.find_bwrap()
 
@@ -34,14 +35,7 @@ _PROBE_ENTRY = (
 )
 
 
-def _can_build_namespaces() -> bool:
-    if BWRAP is None:
-        return False
-    argv = walls.worker_argv(sys.executable, "pass", {}, Isolation(), BWRAP)
-    return subprocess.run(argv, capture_output=True, timeout=30).returncode == 0
-
-
-NAMESPACES = _can_build_namespaces()
+NAMESPACES = bubblewrap_namespaces(BWRAP)
 needs_namespaces = pytest.mark.skipif(not NAMESPACES, reason="this machine gives no user namespaces to bubblewrap")
 
 
