@@ -363,10 +363,14 @@ async def test_http_client_that_vanishes_mid_execution_does_not_leak_its_worker(
     with http_server("--idle-timeout", "2", "--exec-timeout", "30") as server:
         assert server.workers() == set()
         pids: list[int] = []
-        with anyio.move_on_after(2.5):
+        # The client vanishes 0.5 s into the execution, however long its worker took to start (a
+        # fixed deadline around the whole block once fired before the session was even set up).
+        with anyio.CancelScope() as vanish:
             async with Client(streamable_http_client(server.url, terminate_on_close=False), mode="legacy") as c:
                 pids.append(await _session_with_vars(c))
+                vanish.deadline = anyio.current_time() + 0.5
                 await call(c, "exec_python", code=SPIN)
+        assert vanish.cancelled_caught and pids
         await wait_for(lambda: gone(pids[0]), 15, "the vanished client's worker to be reaped")
         await wait_for(lambda: server.workers() == set(), 15,
                        f"the server to have no workers (has {server.workers()})")
