@@ -473,6 +473,16 @@ class RlmSession:
             raise InvalidInput("question must be a non-empty string.")
         ctx = self.contexts.get(name)
         backend = self.selection.backend
+        if backend is None and self.selection.mode == "mrtr":
+            raise InvalidInput(
+                "rlm_solve is not available on protocol 2026-07-28 with sampling alone: the root loop makes "
+                "many model calls, and this protocol carries them only as input-required rounds of one tool "
+                "call (clients allow 10). To use it, connect with a client on protocol 2025-11-25 (e.g. the "
+                "Python SDK's Client(mode='legacy'), the TypeScript SDK 1.x, VS Code, fast-agent), or start "
+                "rlm-mcp with a provider (--llm-base-url URL --llm-model NAME) or a command "
+                "(--sub-llm command --llm-command CMD). Or drive the loop yourself with exec_python, which "
+                "works here."
+            )
         if backend is None:
             raise InvalidInput(
                 f"rlm_solve needs a model to play the root: MCP sampling on protocol 2025-11-25 or a provider "

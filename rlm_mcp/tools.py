@@ -173,6 +173,10 @@ def register_tools(mcp: MCPServer, registry: SessionRegistry) -> None:
         answers sub-queries itself) lists pending prompts with ids: answer them with
         answer_sub_queries and the code continues where it stopped.
 
+        On protocol 2026-07-28 each sequential llm_query is one input-required round of this call,
+        and clients allow 10 per call: after 10 the execution stops with an error. Batch instead:
+        llm_query_batched(prompts) is one round for the whole list.
+
         Example: exec_python(code="chunks = [context[i:i+50000] for i in range(0, len(context), 50000)]\\n"
                                    "print(len(chunks))")
         """
