@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import sys
 from collections.abc import Sequence
@@ -37,8 +38,10 @@ async def run(settings: Settings) -> None:
     from .http import build_http_app
 
     app = build_http_app(mcp, settings)
+    # log_config=None: uvicorn's own handlers would print the access log on stdout; its loggers go to
+    # the root logger (stderr) instead, and the access log is off: a line per MCP message is noise.
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
-                            lifespan="on")
+                            lifespan="on", log_config=None, access_log=False)
     server = uvicorn.Server(config)
     logging.getLogger(__name__).info("rlm-mcp serving streamable HTTP on http://%s:%d/mcp", settings.host,
                                      settings.port)
@@ -54,6 +57,15 @@ async def check_walls(settings: Settings) -> dict[str, dict[str, object]]:
         return probe.walls
 
 
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["trace"]:  # rlm-mcp trace view|export: offline tools, no server
@@ -63,6 +75,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     settings = settings_from_args(args)
     _configure_logging(settings)
     log = logging.getLogger(__name__)
+    if settings.transport == "http" and not settings.auth_token and not _is_loopback(settings.host):
+        log.warning("--host %s serves beyond this machine without --auth-token: anyone who can reach port %d "
+                    "can run code in the sandbox and read the loaded contexts; set RLM_AUTH_TOKEN",
+                    settings.host, settings.port)
     for folder in sweep_stale():
         log.info("removed %s, left behind by a server that was killed", folder)
     try:

@@ -7,11 +7,17 @@ table and ``rlm-mcp --help`` can be generated from one place.
 from __future__ import annotations
 
 import argparse
+import math
 import os
+import sys
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
+from urllib.parse import urlsplit
+
+from . import __version__
 
 __all__ = ["Settings", "OPTIONS", "build_parser", "settings_from_args"]
 
@@ -94,17 +100,38 @@ OPTIONS: tuple[tuple[str, str, Any, str], ...] = (
 )
 
 _BOOL_ENV = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
+_BOOL_VARIABLES = {"RLM_HTTP": "transport", "RLM_ALLOW_URL": "allow_url", "RLM_ALLOW_PRIVATE_URLS": "allow_private_urls"}
+# RLM_ROOT follows the RLM_<FLAG> rule of --help; RLM_ROOTS, its first name, is still read.
+_ROOT_VARIABLES = ("RLM_ROOT", "RLM_ROOTS")
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_POSITIVE = ("max_concurrency", "exec_timeout", "max_output_chars", "max_load_mb", "max_files", "idle_timeout",
+             "sub_query_timeout", "sub_max_tokens", "search_timeout", "max_sub_seconds", "max_prompt_chars",
+             "pause_timeout", "max_iterations")
+_NOT_NEGATIVE = ("max_depth", "max_sub_queries", "max_sub_tokens")
+
+
+def _fail(message: str) -> NoReturn:
+    """One line on stderr and exit status 2, like argparse's usage errors but without the usage."""
+    print(f"rlm-mcp: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        _fail(f"{message} (rlm-mcp --help lists every flag)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="rlm-mcp",
         description=(
             "MCP server for Recursive Language Models: load large contexts into a sandboxed Python REPL "
             "and let the client's model explore them with code and sub-queries. Serves stdio by default. "
-            "Every flag can also be set by an environment variable RLM_<FLAG> (e.g. RLM_EXEC_TIMEOUT)."
+            "Every flag can also be set by an environment variable RLM_<FLAG> (e.g. RLM_EXEC_TIMEOUT, "
+            "RLM_ROOT as a list separated by ':')."
         ),
     )
+    parser.add_argument("--version", action="version", version=f"rlm-mcp {__version__}")
     parser.add_argument("--http", action="store_true", default=None, help="serve streamable HTTP at /mcp instead of stdio")
     parser.add_argument("--root", action="append", dest="roots", metavar="DIR",
                         help="folder that path/glob loads may read (repeatable; default: the working directory)")
@@ -119,89 +146,151 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
+def _from_env(env: Mapping[str, str], origin: dict[str, str]) -> dict[str, Any]:
+    """Values of the ``RLM_*`` variables that are set; ``origin`` learns which variable gave each."""
     values: dict[str, Any] = {}
     for _, name, kind, _ in OPTIONS:
-        raw = env.get(f"RLM_{name.upper()}")
+        variable = f"RLM_{name.upper()}"
+        raw = env.get(variable)
         if raw is None or raw == "":
             continue
         try:
             values[name] = kind(raw)
-        except ValueError as exc:
-            raise SystemExit(f"rlm-mcp: RLM_{name.upper()}={raw!r} is not a valid {kind.__name__}") from exc
-    for name in ("allow_url", "allow_private_urls"):
-        raw = env.get(f"RLM_{name.upper()}")
-        if raw is not None and raw.lower() in _BOOL_ENV:
+        except ValueError:
+            _fail(f"{variable}={raw!r} is not a valid {kind.__name__}")
+        origin[name] = variable
+    for variable, name in _BOOL_VARIABLES.items():
+        raw = env.get(variable, "")
+        if raw == "":
+            continue
+        if raw.lower() not in _BOOL_ENV:
+            _fail(f"{variable}={raw!r} must be one of 1, true, yes, on, 0, false, no, off")
+        if name == "transport":
+            if _BOOL_ENV[raw.lower()]:
+                values["transport"] = "http"
+        else:
             values[name] = _BOOL_ENV[raw.lower()]
-    if env.get("RLM_HTTP", "").lower() in ("1", "true", "yes", "on"):
-        values["transport"] = "http"
     if env.get("RLM_MODEL_HINT"):
         values["model_hints"] = (env["RLM_MODEL_HINT"],)
-    if env.get("RLM_ROOTS"):
-        values["roots"] = tuple(Path(p) for p in env["RLM_ROOTS"].split(os.pathsep) if p)
+        origin["model_hints"] = "RLM_MODEL_HINT"
+    for variable in _ROOT_VARIABLES:
+        if env.get(variable):
+            values["roots"] = tuple(Path(p) for p in env[variable].split(os.pathsep) if p)
+            origin["roots"] = variable
+            break
     return values
 
 
 def settings_from_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:
-    """Flags win over ``RLM_*`` variables, which win over the defaults."""
+    """Flags win over ``RLM_*`` variables, which win over the defaults. A value that cannot work ends the
+    process at start-up (one line naming the flag or variable, exit status 2), not at the first tool call."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    values = _from_env(os.environ if env is None else env)
+    origin: dict[str, str] = {}
+    values = _from_env(os.environ if env is None else env, origin)
+    flags = {name: flag for flag, name, _, _ in OPTIONS}
     for f in fields(Settings):
         given = getattr(args, f.name, None)
         if given is not None:
             values[f.name] = given
+            origin[f.name] = flags.get(f.name, f"--{f.name.replace('_', '-')}")
     if args.http:
         values["transport"] = "http"
     if args.roots:
         values["roots"] = tuple(Path(p) for p in args.roots)
+        origin["roots"] = "--root"
     if args.model_hints:
         values["model_hints"] = tuple(args.model_hints)
+        origin["model_hints"] = "--model-hint"
+    label = lambda name: origin.get(name) or flags.get(name) or f"--{name.replace('_', '-')}"  # noqa: E731
     if "model_hints" in values:
-        values["model_hints"] = _model_hints(parser, values["model_hints"])
+        values["model_hints"] = _model_hints(label("model_hints"), values["model_hints"])
     if "roots" in values:
-        values["roots"] = tuple(_resolve_root(parser, p) for p in values["roots"])
+        values["roots"] = tuple(_resolve_root(label("roots"), p) for p in values["roots"])
+    if "log_level" in values:
+        values["log_level"] = _log_level(label("log_level"), values["log_level"])
+    if values.get("trace_dir") is not None:
+        values["trace_dir"] = _writable_folder(label("trace_dir"), values["trace_dir"])
     settings = Settings(**values)
-    _validate(parser, settings)
+    _validate(settings, label)
     return settings
 
 
-def _resolve_root(parser: argparse.ArgumentParser, root: Path) -> Path:
+def _resolve_root(label: str, root: Path) -> Path:
     try:
-        return root.expanduser().resolve()
+        resolved = root.expanduser().resolve()
     except (RuntimeError, OSError, ValueError) as exc:  # '~nouser', a symlink loop, a NUL byte
-        parser.error(f"--root {str(root)!r} is not a usable folder ({exc})")
-        raise  # unreachable: parser.error exits
+        _fail(f"{label} {str(root)!r} is not a usable folder ({exc})")
+    if not resolved.is_dir():
+        _fail(f"{label} {str(root)!r} is not a folder")
+    return resolved
 
 
-def _model_hints(parser: argparse.ArgumentParser, given: Sequence[str]) -> tuple[str, ...]:
+def _model_hints(label: str, given: Sequence[str]) -> tuple[str, ...]:
     """--model-hint NAME (repeatable) or a comma list: model names a client may match, not paths."""
     hints = tuple(h.strip() for item in given for h in item.split(","))
     for hint in hints:
         if not hint or len(hint) > 200 or not hint.isprintable():
-            parser.error(f"--model-hint {hint!r} must be a model name: 1 to 200 printable characters")
+            _fail(f"{label} {hint!r} must be a model name: 1 to 200 printable characters")
     return hints
 
 
-def _validate(parser: argparse.ArgumentParser, s: Settings) -> None:
+def _log_level(label: str, level: str) -> str:
+    if level.upper() not in _LOG_LEVELS:
+        _fail(f"{label} must be one of {', '.join(_LOG_LEVELS)}, not {level!r}")
+    return level.upper()
+
+
+def _writable_folder(label: str, folder: Path) -> Path:
+    """The trace folder, made if missing, proven writable by writing to it: a folder that cannot take
+    a file would otherwise be found out at the first tool call, whose output would be lost."""
+    try:
+        folder = folder.expanduser().resolve()
+    except (OSError, RuntimeError, ValueError) as exc:
+        _fail(f"{label} {str(folder)!r} is not usable ({exc})")
+    if folder.exists() and not folder.is_dir():
+        _fail(f"{label} {str(folder)!r} is a file, not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        _fail(f"{label} {str(folder)!r} is not a folder this server can write to ({exc.strerror or exc})")
+    return folder
+
+
+def _check_url(label: str, url: str) -> None:
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (raises ValueError for a port that is not a number)
+    except ValueError as exc:
+        _fail(f"{label} {url!r} is not a URL ({exc})")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        _fail(f"{label} must be an http(s) URL with a host, such as http://127.0.0.1:8080/v1, not {url!r}")
+
+
+def _validate(s: Settings, label: Any) -> None:
     if s.sub_llm not in ("auto", "sampling", "provider", "host"):
-        parser.error(f"--sub-llm must be auto, sampling, provider or host, not {s.sub_llm!r}")
+        _fail(f"{label('sub_llm')} must be auto, sampling, provider or host, not {s.sub_llm!r}")
     if s.isolation not in ("auto", "strict", "off"):
-        parser.error(f"--isolation must be auto, strict or off, not {s.isolation!r}")
+        _fail(f"{label('isolation')} must be auto, strict or off, not {s.isolation!r}")
     if s.sub_llm == "provider" and not s.llm_base_url:
-        parser.error("--sub-llm provider needs --llm-base-url (or RLM_LLM_BASE_URL)")
-    positive = ("max_concurrency", "exec_timeout", "max_output_chars", "max_load_mb", "max_files", "idle_timeout",
-                "sub_query_timeout", "sub_max_tokens", "search_timeout", "max_sub_seconds", "max_prompt_chars", "pause_timeout", "max_iterations")
-    for name in positive:
+        _fail(f"{label('sub_llm')} provider needs --llm-base-url (or RLM_LLM_BASE_URL)")
+    if s.llm_base_url is not None:
+        _check_url(label("llm_base_url"), s.llm_base_url)
+    for _, name, kind, _ in OPTIONS:  # every float, including those of flags added later
+        value = getattr(s, name, None)
+        if kind is float and value is not None and not math.isfinite(value):
+            _fail(f"{label(name)} must be a finite number, not {value}")
+    for name in _POSITIVE:
         if getattr(s, name) <= 0:
-            parser.error(f"--{name.replace('_', '-')} must be positive")
-    for name in ("max_depth", "max_sub_queries", "max_sub_tokens"):
+            _fail(f"{label(name)} must be positive, not {getattr(s, name)}")
+    for name in _NOT_NEGATIVE:
         if getattr(s, name) < 0:
-            parser.error(f"--{name.replace('_', '-')} must not be negative")
+            _fail(f"{label(name)} must not be negative, not {getattr(s, name)}")
     if s.memory_mb is not None and s.memory_mb < 64:
-        parser.error("--memory-mb must be at least 64")
+        _fail(f"{label('memory_mb')} must be at least 64, not {s.memory_mb}")
     if not 0 < s.port < 65536:
-        parser.error("--port must be between 1 and 65535")
-    for root in s.roots:
-        if not root.is_dir():
-            parser.error(f"--root {root} is not a folder")
+        _fail(f"{label('port')} must be between 1 and 65535, not {s.port}")
+    if not s.host:
+        _fail(f"{label('host')} must not be empty")

@@ -38,7 +38,7 @@ EXPECTED = {
 # What a user (or the host, for ${workspaceFolder}) replaces with a real folder.
 PLACEHOLDERS = {"/path/to/your/docs", "${workspaceFolder}"}
 # Read by rlm_mcp.config._from_env besides the RLM_<OPTION> variables of OPTIONS.
-EXTRA_ENV = {"RLM_HTTP", "RLM_ROOTS", "RLM_ALLOW_URL", "RLM_ALLOW_PRIVATE_URLS"}
+EXTRA_ENV = {"RLM_HTTP", "RLM_ROOT", "RLM_ROOTS", "RLM_MODEL_HINT", "RLM_ALLOW_URL", "RLM_ALLOW_PRIVATE_URLS"}
 OPTION_ENV = {f"RLM_{name.upper()}": (name, kind) for _, name, kind, _ in OPTIONS}
 
 
