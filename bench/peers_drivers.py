@@ -246,7 +246,8 @@ class Ours(_McpPeer):
 
     async def search(self, pattern: str, max_results: int) -> tuple[float, list[int]]:
         t, result = await self._call("search", pattern=pattern, name="context", max_results=max_results, window=100)
-        return t, [m["line"] for m in result.structured_content["matches"]]
+        # rlm-mcp counts lines from 0 (as peek does); the peers count from 1.
+        return t, [m["line"] + 1 for m in result.structured_content["matches"]]
 
 
 _ALEPH_OUTPUT = re.compile(r"\*\*Output:\*\*\n```\n(.*?)\n```", re.S)

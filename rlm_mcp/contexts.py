@@ -22,6 +22,7 @@ from typing import Any, Protocol
 import anyio
 
 from rlm_mcp.errors import InvalidInput, InvalidPattern, InvalidRange, UnknownContext
+from rlm_mcp.shaping import json_chars
 from sandbox import PatternError, SearchTimeout, textops
 from sandbox.textops import FindResult
 
@@ -56,7 +57,7 @@ class TextSource(Protocol):
     async def slice(self, start: int, end: int) -> str: ...
 
     async def find(self, pattern: str, *, regex: bool, ignore_case: bool, max_results: int, window: int,
-                   max_chars: int, timeout: float) -> FindResult: ...
+                   max_chars: int, timeout: float, start: int = 0) -> FindResult: ...
 
 
 class StrSource:
@@ -69,12 +70,12 @@ class StrSource:
         return self.text[start:end]
 
     async def find(self, pattern: str, *, regex: bool, ignore_case: bool, max_results: int, window: int,
-                   max_chars: int, timeout: float) -> FindResult:
+                   max_chars: int, timeout: float, start: int = 0) -> FindResult:
         # Compiles in this process: for tests and tools, never for a server's contexts (their
         # source, the session's worker, compiles where a pattern cannot hurt the server).
         compiled = textops.compile_pattern(pattern, regex, ignore_case)
         return await anyio.to_thread.run_sync(
-            textops.find_matches, self.text, compiled, max_results, window, max_chars, timeout
+            textops.find_matches, self.text, compiled, max_results, window, max_chars, timeout, start
         )
 
 
@@ -147,19 +148,20 @@ class Context:
         return f"{self.head[:edge]}\n[... {self.chars - 2 * edge:,} characters ...]\n{self.tail[-edge:]}"
 
     def line_of(self, offset: int) -> int:
-        """The 1-based line holding char ``offset`` (``offset == chars`` is on the last line)."""
+        """The line holding char ``offset``, counted from 0 as peek(unit="lines") counts them
+        (``offset == chars`` is on the last line)."""
         if not 0 <= offset <= self.chars:
             raise InvalidRange(f"Offset {offset} is outside context {self.name!r}, which has chars 0..{self.chars}.")
-        return max(1, bisect_right(self.starts, offset))
+        return max(0, bisect_right(self.starts, offset) - 1)
 
-    def line_start(self, line_no: int) -> int:
-        """Char offset where 1-based line ``line_no`` starts; ``lines + 1`` gives the text's end."""
+    def line_start(self, line: int) -> int:
+        """Char offset where line ``line`` (from 0) starts; ``lines`` gives the text's end."""
         starts = self.starts
-        if line_no == len(starts) + 1:
+        if line == len(starts):
             return self.chars
-        if not 1 <= line_no <= len(starts):
-            raise InvalidRange(f"Line {line_no} is outside context {self.name!r}, which has lines 1..{len(starts)}.")
-        return starts[line_no - 1]
+        if not 0 <= line < len(starts):
+            raise InvalidRange(f"Line {line} is outside context {self.name!r}, which has lines 0..{len(starts) - 1}.")
+        return starts[line]
 
 
 def check_name(name: object) -> None:
@@ -275,8 +277,8 @@ async def peek(
         return result
 
     starts = ctx.starts
-    char_start = ctx.line_start(first + 1)
-    char_stop = ctx.line_start(stop + 1)
+    char_start = ctx.line_start(first)
+    char_stop = ctx.line_start(stop)
     if char_stop - char_start <= max_chars:
         served, char_end = stop, char_stop
     else:
@@ -290,7 +292,7 @@ async def peek(
         char_end = char_start + max_chars
         hint = (
             f"Line index {first} (0-based) alone is longer than {max_chars} chars; read the rest "
-            f"of it with unit='chars', start={char_end}, end={ctx.line_start(first + 2)}."
+            f"of it with unit='chars', start={char_end}, end={ctx.line_start(first + 1)}."
         )
     elif served < stop:
         hint = (
@@ -353,11 +355,14 @@ async def search(
     window: int = 200,
     max_chars: int = 20_000,
     timeout: float = 10.0,
+    start: int = 0,
 ) -> dict[str, Any]:
     """The first ``max_results`` matches of ``pattern`` (a Python regex with MULTILINE, so ^ and $
-    match at line ends; or a literal string when ``regex`` is false), each with ``window`` chars
-    either side. Scanning stops after one match past the last returned, so the cost is that of the
-    hits, not of the whole context. ``text`` of all matches together is capped at ``max_chars``.
+    match at line ends; or a literal string when ``regex`` is false) at or after char ``start``,
+    each with ``window`` chars either side and its line counted from 0. Scanning stops after one
+    match past the last returned, so the cost is that of the hits, not of the whole context. The
+    result, as JSON text, stays within ``max_chars``: hits that do not fit are left for a next call
+    from ``next_start``.
 
     Matching uses the ``regex`` package, not ``re``: a client's catastrophic pattern must stop at
     ``timeout`` seconds, and ``re`` cannot be interrupted."""
@@ -365,9 +370,12 @@ async def search(
     _check_int(max_results, "max_results", 1, MAX_RESULTS_LIMIT)
     _check_int(window, "window", 0, WINDOW_LIMIT)
     _check_int(max_chars, "max_chars", 1, MAX_CHARS_LIMIT)
+    if isinstance(start, bool) or not isinstance(start, int) or not 0 <= start <= ctx.chars:
+        raise InvalidInput(f"start must be a char offset from 0 to {ctx.chars} (the next_start of an earlier "
+                           f"search), not {start!r}.")
     try:
         found = await source.find(pattern, regex=regex, ignore_case=ignore_case, max_results=max_results,
-                                  window=window, max_chars=max_chars, timeout=timeout)
+                                  window=window, max_chars=max_chars, timeout=timeout, start=start)
     except PatternError as exc:
         raise _invalid_pattern(pattern, exc.msg, exc.pos) from exc
     except (*textops.PATTERN_ERRORS, textops.PatternTooLarge) as exc:  # a StrSource compiles in this process
@@ -392,8 +400,49 @@ async def search(
     }
     if found.truncated:
         result["next_start"] = found.next_start
-        result["hint"] = (
-            f"More matches exist, the next at char {found.next_start}. Narrow the pattern, raise max_results "
-            f"(up to {MAX_RESULTS_LIMIT}), or peek from there."
-        )
+    _fit_search(result, max_chars)
+    if result["truncated"]:
+        result["hint"] = _search_hint(result, max_results, window)
     return result
+
+
+# Room kept for the hint and next_start that a cut result gains.
+_HINT_ROOM = 400
+
+
+def _fit_search(result: dict[str, Any], max_chars: int) -> None:
+    """Keep the most hits whose JSON text fits ``max_chars``; the first hit at least, its text cut
+    if need be, so that a search always makes progress. Dropped hits are left to ``next_start``."""
+    matches = result["matches"]
+    if not matches or json_chars(result) <= max_chars:
+        return
+    room = max(max_chars - _HINT_ROOM, 1)
+    kept, lo, hi = 1, 1, len(matches)  # the largest count that fits, by halving: each try is one dump
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        if json_chars({**result, "matches": matches[:mid]}) <= room:
+            kept, lo = mid, mid + 1
+        else:
+            hi = mid - 1
+    if kept < len(matches):
+        result.update(truncated=True, next_start=matches[kept]["start"], matches=matches[:kept])
+    first = result["matches"][0]
+    over = json_chars(result) - room
+    if over > 0:  # one hit alone too long (escapes count double): cut its text, say so
+        first["text"] = first["text"][: max(0, len(first["text"]) - over)]
+        while first["text"] and json_chars(result) > room:
+            first["text"] = first["text"][: len(first["text"]) * 3 // 4]
+        first["text_truncated"] = True
+
+
+def _search_hint(result: dict[str, Any], max_results: int, window: int) -> str:
+    """What the next call should be: the continuation always works; a bigger count only when the
+    count, not the output cap, was what stopped the search."""
+    at = result["next_start"]
+    hint = f"More matches exist, the next at char {at}: call search again with start={at} to continue."
+    if len(result["matches"]) < max_results:
+        hint += (" The output cap stopped this page" + (f"; a smaller window (now {window}) fits more hits per call"
+                                                        if window > 40 else "") + ".")
+    elif max_results < MAX_RESULTS_LIMIT:
+        hint += f" Or raise max_results (now {max_results}, up to {MAX_RESULTS_LIMIT})."
+    return hint + " To count or aggregate every match, use exec_python with re."

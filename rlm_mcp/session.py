@@ -350,11 +350,12 @@ class RlmSession:
                                  max_chars=self.settings.max_output_chars)
 
     async def search(self, pattern: str, name: str = "context", regex: bool = True, ignore_case: bool = False,
-                     max_results: int = 20, window: int = 200) -> dict[str, Any]:
+                     max_results: int = 20, window: int = 200, start: int = 0) -> dict[str, Any]:
         self.last_used = anyio.current_time()
         ctx = self.contexts.get(name)
         return await ctxmod.search(ctx, self._source(name), pattern, regex, ignore_case, max_results, window,
-                                   max_chars=self.settings.max_output_chars, timeout=self.settings.search_timeout)
+                                   max_chars=self.settings.max_output_chars, timeout=self.settings.search_timeout,
+                                   start=start)
 
     def _source(self, name: str) -> _SessionText:
         return _SessionText(self, name)

@@ -6,11 +6,12 @@ capped and says which call reads the rest.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from sandbox import ExecResult
 
-__all__ = ["cap_text", "clean_json", "shape_exec_result"]
+__all__ = ["cap_text", "clean_json", "json_chars", "shape_exec_result"]
 
 
 def cap_text(text: str, limit: int, more: str) -> tuple[str, bool]:
@@ -19,6 +20,12 @@ def cap_text(text: str, limit: int, more: str) -> tuple[str, bool]:
         return text, False
     note = f"\n[... truncated: {len(text) - limit:,} more characters. {more}]"
     return text[:limit] + note, True
+
+
+def json_chars(value: Any) -> int:
+    """Characters of ``value`` as the SDK sends it as text (JSON, indented by 2, non-ASCII kept): what
+    an output cap must measure, since escapes and the keys of many small items add up."""
+    return len(json.dumps(value, indent=2, ensure_ascii=False, default=str))
 
 
 def clean_json(value: Any) -> Any:

@@ -136,17 +136,20 @@ def register_tools(mcp: MCPServer, registry: SessionRegistry) -> None:
         ignore_case: bool = False,
         max_results: int = 20,
         window: int = 200,
+        start: int = 0,
     ) -> dict[str, Any]:
-        """Find a pattern in a context: each hit with its char offset, 1-based line and `window`
-        chars of surrounding text. pattern is a Python regex (MULTILINE) unless regex=false.
+        """Find a pattern in a context: each hit with its char offset, its line (counted from 0,
+        as peek(unit="lines") counts) and `window` chars of surrounding text. pattern is a Python
+        regex (MULTILINE) unless regex=false.
 
-        Stops after max_results hits (truncated=true means there are more), so it is cheap on
-        huge contexts. For counting or aggregating all hits, use exec_python with `re` instead.
+        Stops after max_results hits or at the output cap (truncated=true means there are more:
+        call again with start=next_start to continue), so it is cheap on huge contexts. For
+        counting or aggregating all hits, use exec_python with `re` instead.
 
         Example: search(pattern=r"ERROR \\d+", max_results=50, window=80)
         """
         session = await session_for(ctx)
-        return await _run(session.search(pattern, name, regex, ignore_case, max_results, window))
+        return await _run(session.search(pattern, name, regex, ignore_case, max_results, window, start))
 
     @mcp.tool(annotations=LOCAL)
     async def exec_python(ctx: Context, code: str) -> dict[str, Any]:

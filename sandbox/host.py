@@ -573,7 +573,7 @@ class SandboxSession:
 
     async def find_in_context(self, name: str, pattern: str, *, regex: bool = True, ignore_case: bool = False,
                               max_results: int = 20, window: int = 200, max_chars: int = 20_000,
-                              timeout: float = 10.0) -> FindResult:
+                              timeout: float = 10.0, start: int = 0) -> FindResult:
         """The first matches of ``pattern`` in a loaded context, with their surroundings (see
         ``textops.find_matches``). Raises ``SearchTimeout`` when the pattern runs too long."""
         self._usable()
@@ -583,6 +583,7 @@ class SandboxSession:
             reply, payload = await self._request({
                 "op": "find", "name": name, "pattern": pattern, "regex": regex, "ignore_case": ignore_case,
                 "max_results": max_results, "window": window, "max_chars": max_chars, "timeout": timeout,
+                "start": start,
             })
         texts = (payload or b"").decode("utf-8", "surrogatepass")
         hits, at = [], 0

@@ -166,17 +166,18 @@ def compile_pattern(pattern: str, regex: bool, ignore_case: bool) -> Any:
 
 
 def find_matches(text: str, compiled: Any, max_results: int, window: int, max_chars: int,
-                 timeout: float) -> FindResult:
-    """The first ``max_results`` matches, each with ``window`` chars either side, their texts
-    together capped at ``max_chars``. Scanning stops one match past the last returned, so the
-    cost is that of the hits, not of the whole text."""
+                 timeout: float, start: int = 0) -> FindResult:
+    """The first ``max_results`` matches at or after char ``start`` (anchors still see the text
+    before it), each with ``window`` chars either side, their texts together capped at
+    ``max_chars``. Scanning stops one match past the last returned, so the cost is that of the
+    hits, not of the whole text."""
     n = len(text)
     result = FindResult(scanned=n)
     budget = max_chars
     if _regex is not None and isinstance(compiled, _regex.Pattern):
-        matches = compiled.finditer(text, concurrent=True, timeout=timeout)
+        matches = compiled.finditer(text, start, concurrent=True, timeout=timeout)
     else:
-        matches = compiled.finditer(text)
+        matches = compiled.finditer(text, start)
     while True:
         try:
             m = next(matches, None)

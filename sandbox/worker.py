@@ -372,7 +372,8 @@ class Worker:
             compiled = textops.compile_pattern(str(message["pattern"]), bool(message.get("regex", True)),
                                                bool(message.get("ignore_case", False)))
             found = textops.find_matches(text, compiled, int(message["max_results"]), int(message["window"]),
-                                         int(message["max_chars"]), float(message["timeout"]))
+                                         int(message["max_chars"]), float(message["timeout"]),
+                                         int(message.get("start", 0)))
         except textops.PatternTimeout as exc:
             self.channel.send({"op": "error", "kind": "timeout", "message": str(exc)})
             return

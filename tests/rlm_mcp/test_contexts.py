@@ -12,6 +12,7 @@ import pytest
 from rlm_mcp import contexts
 from rlm_mcp.contexts import Context, ContextStore, StrSource, line_starts
 from rlm_mcp.errors import InvalidInput, InvalidPattern, InvalidRange, UnknownContext
+from rlm_mcp.shaping import json_chars
 
 TEXT = "alpha one\nbeta two\ngamma three\ndelta four\n"
 
@@ -48,20 +49,20 @@ def test_line_count(text, lines):
     assert Context.from_text("c", text).lines == lines
 
 
-def test_line_of_and_line_start_are_inverse(ctx):
-    for line in range(1, ctx.lines + 1):
+def test_line_of_and_line_start_are_inverse_and_count_from_0(ctx):
+    for line in range(ctx.lines):
         start = ctx.line_start(line)
         assert ctx.line_of(start) == line
         assert start == 0 or ctx.text[start - 1] == "\n"
-    assert ctx.line_of(len(TEXT)) == 4
-    assert ctx.line_start(ctx.lines + 1) == len(TEXT)
+    assert ctx.line_of(0) == 0 and ctx.line_of(len(TEXT)) == 3
+    assert ctx.line_start(ctx.lines) == len(TEXT)
 
 
 def test_line_of_out_of_range_says_the_valid_range(ctx):
     with pytest.raises(InvalidRange, match=f"0..{len(TEXT)}"):
         ctx.line_of(len(TEXT) + 1)
-    with pytest.raises(InvalidRange, match="1..4"):
-        ctx.line_start(0)
+    with pytest.raises(InvalidRange, match="0..3"):
+        ctx.line_start(-1)
 
 
 PIECES = ["", "a", "\n", "a\n", "\n\n", "ab\ncd", "x\ny\n", "\nlead", "é\n\U0001f600"]
@@ -241,7 +242,7 @@ async def test_search_hits_have_offsets_lines_and_windows(ctx):
     out = await search(ctx, r"\w+a (\w+)", window=3)
     starts = [m["start"] for m in out["matches"]]
     assert starts == [m.start() for m in re.finditer(r"\w+a (\w+)", TEXT)]
-    assert [m["line"] for m in out["matches"]] == [1, 2, 3, 4]
+    assert [m["line"] for m in out["matches"]] == [0, 1, 2, 3]
     first = out["matches"][0]
     assert TEXT[first["start"] : first["end"]] == "alpha one"
     assert first["text"] == TEXT[0 : first["end"] + 3]
@@ -258,7 +259,7 @@ async def test_search_stops_at_max_results_and_flags_more(ctx):
 
 async def test_search_caret_matches_at_line_starts(ctx):
     out = await search(ctx, r"^gamma")
-    assert [m["line"] for m in out["matches"]] == [3]
+    assert [m["line"] for m in out["matches"]] == [2]
 
 
 async def test_search_literal_mode_escapes_metacharacters():
@@ -271,7 +272,7 @@ async def test_search_literal_mode_escapes_metacharacters():
 
 async def test_search_ignore_case(ctx):
     assert (await search(ctx, "BETA"))["matches"] == []
-    assert (await search(ctx, "BETA", ignore_case=True))["matches"][0]["line"] == 2
+    assert (await search(ctx, "BETA", ignore_case=True))["matches"][0]["line"] == 1
 
 
 async def test_search_invalid_regex_quotes_the_re_error(ctx):
@@ -289,19 +290,69 @@ async def test_search_bounds_are_checked(ctx, kwargs):
         await search(ctx, **args)
 
 
-async def test_search_line_numbers_are_those_of_the_text():
+async def test_search_line_numbers_are_those_peek_reads_by():
     text = "".join(f"line {i} {'needle' if i % 7 == 0 else ''}\n" for i in range(1000))
     c = make(text)
     out = await search(c, "needle", max_results=200)
-    assert [m["line"] for m in out["matches"]] == [text.count("\n", 0, m["start"]) + 1 for m in out["matches"]]
-    assert [m["line"] for m in out["matches"][:3]] == [1, 8, 15]
+    assert [m["line"] for m in out["matches"]] == [text.count("\n", 0, m["start"]) for m in out["matches"]]
+    assert [m["line"] for m in out["matches"][:3]] == [0, 7, 14]
+    for m in out["matches"][:3]:
+        line = (await peek(c, m["line"], m["line"] + 1, "lines"))["text"]
+        assert "needle" in line and line.startswith(f"line {m['line']} ")
 
 
 async def test_search_output_is_capped_by_max_chars():
     c = make(("word " * 100 + "\n") * 50)
     out = await search(c, "word", window=200, max_results=1000, max_chars=2000)
-    assert sum(len(m["text"]) for m in out["matches"]) <= 2000
+    assert json_chars(out) <= 2000
     assert out["truncated"] is True
+
+
+@pytest.mark.parametrize(("max_results", "window"), [(1000, 0), (1000, 5000), (20, 5000), (1, 5000)])
+async def test_search_json_stays_within_the_output_cap_whatever_the_count_and_window(max_results, window):
+    """Issue 13: max_results=1000, window=0 gave 92,000 characters under a 20,000 cap (the keys of many
+    small hits); escaped text (newlines, quotes) counts too."""
+    c = make('ab "q"\n\t' * 40_000)
+    out = await search(c, "ab", max_results=max_results, window=window, max_chars=20_000)
+    assert json_chars(out) <= 20_000
+    assert out["matches"] and out["truncated"] is True and out["next_start"] > out["matches"][-1]["start"]
+    assert "start=" in out["hint"]
+    assert "max_results" not in out["hint"] or max_results < contexts.MAX_RESULTS_LIMIT
+
+
+async def test_search_continues_from_next_start_until_every_match_is_seen():
+    text = "".join(f"row {i} {'hit' if i % 3 == 0 else 'miss'}\n" for i in range(3000))
+    c = make(text)
+    seen, start, calls = [], 0, 0
+    while True:
+        out = await search(c, r"^row \d+ hit", max_results=1000, window=0, max_chars=5000, start=start)
+        seen += [m["start"] for m in out["matches"]]
+        calls += 1
+        if not out["truncated"]:
+            break
+        start = out["next_start"]
+    assert seen == [m.start() for m in re.finditer(r"(?m)^row \d+ hit", text)] and calls > 1
+
+
+async def test_search_hint_never_asks_to_raise_a_limit_at_its_maximum():
+    c = make("x\n" * 3000)
+    at_max = await search(c, "x", max_results=contexts.MAX_RESULTS_LIMIT, window=0, max_chars=10_000_000)
+    assert at_max["truncated"] is True and "raise max_results" not in at_max["hint"]
+    assert f"start={at_max['next_start']}" in at_max["hint"]
+    small = await search(c, "x", max_results=5)
+    assert "raise max_results (now 5" in small["hint"]
+
+
+@pytest.mark.parametrize("start", [-1, 10**9, "0", True])
+async def test_search_start_outside_the_context_is_refused(ctx, start):
+    with pytest.raises(InvalidInput, match="start must be a char offset"):
+        await search(ctx, "a", start=start)
+
+
+async def test_search_one_hit_longer_than_the_cap_comes_back_cut():
+    c = make("\n" * 30_000 + "needle")
+    out = await search(c, r"\n+needle", window=0, max_chars=2000)
+    assert json_chars(out) <= 2000 and out["matches"][0]["text_truncated"] is True
 
 
 @pytest.mark.slow

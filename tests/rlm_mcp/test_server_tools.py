@@ -79,9 +79,11 @@ async def test_peek_and_search_find_the_right_offsets_and_lines(make_client, mod
         assert len(hits["matches"]) == 1
         match = hits["matches"][0]
         assert DOC[match["start"]:].startswith("record 13:")
-        assert match["line"] == 14
+        assert match["line"] == 13  # from 0, as peek(unit="lines") counts
         many = await call(client, "search", pattern="ERROR", max_results=5)
         assert len(many["matches"]) == 5 and many["truncated"] is True
+        more = await call(client, "search", pattern="ERROR", max_results=5, start=many["next_start"])
+        assert more["matches"][0]["start"] == many["next_start"] > many["matches"][-1]["start"]
 
 
 @pytest.mark.parametrize(

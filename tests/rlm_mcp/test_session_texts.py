@@ -42,7 +42,7 @@ async def test_loading_leaves_no_copy_of_the_text_in_the_server(tmp_path: Path):
         peeked = await session.peek(start=15_000, end=15_002, unit="lines")
         assert peeked["text"] == "".join(text.splitlines(keepends=True)[15_000:15_002])
         found = await session.search("needle", max_results=5, window=8)
-        assert [m["line"] for m in found["matches"]] == [1, 998, 1995, 2992, 3989]
+        assert [m["line"] for m in found["matches"]] == [0, 997, 1994, 2991, 3988]
         assert [m["text"] for m in found["matches"]] == [text[m["start"] - 8 : m["end"] + 8] if m["start"] >= 8
                                                          else text[: m["end"] + 8] for m in found["matches"]]
         assert await session.sub_query_prompt("Q", "context", 8, 14) == "Q\n\n--- context[8:14] ---\nneedle"
@@ -71,7 +71,7 @@ async def test_peek_and_search_answer_while_an_execution_waits_on_the_host(make_
         assert paused["status"] == "paused"
         with anyio.fail_after(10):
             assert (await call(client, "peek", start=1, end=2, unit="lines"))["text"] == "beta\n"
-            assert (await call(client, "search", pattern="gam+a"))["matches"][0]["line"] == 3
+            assert (await call(client, "search", pattern="gam+a"))["matches"][0]["line"] == 2
         done = await call(client, "answer_sub_queries", answers={paused["pending"][0]["id"]: "a summary"})
         assert done["final"] == "a summary"
 
@@ -98,7 +98,7 @@ async def test_concurrent_appends_each_extend_the_whole_text(tmp_path: Path):
         out = await session.peek(start=0, unit="lines")
         assert out["text"] == whole and out["total"] == 7
         found = await session.search("piece 3")
-        assert found["matches"][0]["line"] == whole.splitlines().index("piece 3") + 1
+        assert found["matches"][0]["line"] == whole.splitlines().index("piece 3")
     finally:
         await session.aclose()
 
