@@ -23,7 +23,7 @@ import signal
 import sys
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -638,6 +638,9 @@ class SandboxSession:
             self._usable()
             if self._state is SessionState.PAUSED:
                 raise SandboxBusy("An execution is paused waiting for sub-query answers.")
+            # A worker that died while idle (killed from outside, the OOM killer) took no
+            # execution with it: replace it and run the code, rather than report it lost.
+            revived = await self._revive() if self._worker_gone() else None
             self._state = SessionState.RUNNING
             self._budget = self.limits.exec_timeout + self.limits.kill_grace
             self._started_at = anyio.current_time()
@@ -646,7 +649,35 @@ class SandboxSession:
                 await self._send({"op": "exec", "code": code})
             except _WorkerDied:
                 return await self._crashed("the worker was not running")
-            return await self._drive()
+            result = await self._drive()
+            if revived is None:
+                return result
+            note, lost = revived
+            return replace(result, notes=[note, *result.notes], restarted=True,
+                           variables_lost=[*lost, *result.variables_lost])
+
+    def _worker_gone(self) -> bool:
+        """Whether the worker has exited (or is a zombie) since its last request."""
+        process = self._process
+        if process is None or process.returncode is not None:
+            return True
+        pid = self._worker_pid
+        if pid is None:
+            return False
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                state = f.read().rpartition(b")")[2].split()[0]
+        except (OSError, IndexError):
+            return True
+        return state in (b"Z", b"X")
+
+    async def _revive(self) -> tuple[str, list[str]]:
+        with anyio.CancelScope(shield=True):
+            reason, lost = await self._restart()
+        self._state = SessionState.READY
+        note = (f"The sandbox worker had stopped since the last call ({reason}); a fresh worker was started "
+                f"with the contexts reloaded before this code ran. Variables lost: {', '.join(lost) or 'none'}.")
+        return note, lost
 
     async def resume(self, answers: Mapping[str, SubQueryAnswer]) -> ExecResult:
         """Answer pending sub-queries (all or some); the code goes on once all are in."""

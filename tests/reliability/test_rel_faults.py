@@ -71,6 +71,22 @@ async def _session_with_vars(client: Client) -> int:
 # -- the worker dies ------------------------------------------------------------------------------
 
 
+async def test_worker_sigkilled_between_calls_is_replaced_and_the_code_runs(make_client, no_leaks):
+    """Nothing was running when it died: the next exec_python runs its code in a fresh worker and
+    says what was lost, instead of reporting an execution lost."""
+    async with make_client() as client:
+        old = await _session_with_vars(client)
+        os.kill(old, signal.SIGKILL)
+        await wait_for(lambda: gone(old), 10, "the killed worker to be gone")
+        run = await call(client, "exec_python", code="FINAL(str(len(context)) + ' ' + str(context.count('beta')))")
+        assert run["status"] == "ok", run
+        assert run["final"] == f"{len(CONTEXT)} 1000"
+        assert run["restarted"] is True and sorted(run["variables_lost"]) == ["kept", "notes"]
+        assert any("had stopped since the last call" in note for note in run["notes"])
+        assert await worker_pid(client) != old
+        assert (await call(client, "rlm_status"))["worker"]["restarts"] == 1
+
+
 async def test_worker_sigkilled_mid_execution_is_replaced_and_names_the_lost_variables(make_client, no_leaks):
     async with make_client(exec_timeout=30) as client:
         old = await _session_with_vars(client)

@@ -21,6 +21,7 @@ from sandbox import (
     SubQueryRequest,
 )
 from sandbox.textops import compile_pattern, find_matches
+from support import gone
 
 LIMITS = Limits(exec_timeout=5.0, kill_grace=1.0, memory_margin_mb=256, max_output_chars=2_000)
 ODD = "ascii \u00e9t\u00e9 \u4e2d\u6587 \U0001f600 lone\ud800surrogate\n" * 3
@@ -137,11 +138,18 @@ async def test_a_killed_worker_gets_every_context_back_from_disk() -> None:
         await s.load_context("other", "B" * 100_000)
         pid = s.pid
         assert pid is not None
+        await s.execute("kept = 1")
         os.kill(pid, signal.SIGKILL)
+        with anyio.fail_after(5):
+            while not gone(pid):
+                await anyio.sleep(0.01)
+        # Killed while idle: nothing was running, so the next code runs in a fresh worker.
         result = await s.execute("print(len(context), len(contexts['other']), context == 'first\\n' + " + repr(ODD) + ")")
-        assert result.status == "error" and result.restarted  # the execution that met the dead worker
-        again = await s.execute("print(len(context), len(contexts['other']), context == 'first\\n' + " + repr(ODD) + ")")
-        assert again.stdout == f"{len('first') + 1 + len(ODD)} 100000 True\n"
+        assert result.status == "ok", result.error
+        assert result.stdout == f"{len('first') + 1 + len(ODD)} 100000 True\n"
+        assert result.restarted and result.variables_lost == ["kept"]
+        assert "had stopped since the last call" in result.notes[0] and "SIGKILL" in result.notes[0]
+        assert s.pid != pid
 
 
 async def test_a_shared_store_outlives_a_session_and_fills_the_next(tmp_path: Path) -> None:
