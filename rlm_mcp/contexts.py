@@ -100,26 +100,28 @@ def line_starts(text: str, offset: int = 0) -> array:
 @dataclass(eq=False)
 class Context:
     """What the server knows of one loaded text. ``files`` lists the paths or URL it came from;
-    ``skipped`` the files left out (binary, unreadable). ``tokens`` is None until counted."""
+    ``skipped`` the files left out, as ``{path, reason}`` (binary, unreadable, broken or encrypted
+    documents). ``tokens`` is None until counted."""
 
     name: str
     chars: int = 0
     head: str = field(default="", repr=False)
     tail: str = field(default="", repr=False)
     files: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
+    skipped: list[dict[str, str]] = field(default_factory=list)
     tokens: int | None = None
     token_encoding: str | None = None
     starts: array = field(default_factory=lambda: array("I"), repr=False)
     ends_with_newline: bool = False
 
     @classmethod
-    def from_text(cls, name: str, text: str, files: Iterable[str] = (), skipped: Iterable[str] = ()) -> Context:
+    def from_text(cls, name: str, text: str, files: Iterable[str] = (), skipped: Iterable[dict[str, str]] = ()
+                  ) -> Context:
         """Index ``text`` (about 0.4 s per 200 MB: run it off the event loop)."""
         return cls(name=name, chars=len(text), head=text[:EDGE], tail=text[-EDGE:], files=list(files),
                    skipped=list(skipped), starts=line_starts(text), ends_with_newline=text.endswith("\n"))
 
-    def appended(self, text: str, files: Iterable[str] = (), skipped: Iterable[str] = ()) -> Context:
+    def appended(self, text: str, files: Iterable[str] = (), skipped: Iterable[dict[str, str]] = ()) -> Context:
         """This context with ``text`` added to its end (a new object; this one is left as it was)."""
         files, skipped = [*self.files, *files], [*self.skipped, *skipped]
         if not text:

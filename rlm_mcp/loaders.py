@@ -18,6 +18,7 @@ from pathlib import Path
 import anyio
 import anyio.to_thread
 
+from rlm_mcp import converters
 from rlm_mcp.errors import (
     InvalidInput,
     PathNotAllowed,
@@ -57,8 +58,9 @@ _BATCH_BYTES = 8 << 20
 class LoadedSource:
     text: str
     files: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
+    skipped: list[dict[str, str]] = field(default_factory=list)  # {path, reason}
     warnings: list[str] = field(default_factory=list)
+    converters: dict[str, str] = field(default_factory=dict)  # path -> converter, for non-plain files
 
 
 @dataclass
@@ -254,19 +256,44 @@ def _plan_folder(folder: Path, roots: list[Path], limits: LoadLimits) -> _Plan:
     return plan
 
 
-def _read_batch(batch: list[tuple[str, Path, int]]) -> list[tuple[str, str | None, bool, int]]:
-    """Read and decode files on a worker thread: (shown, text, replaced, bytes read). ``text`` is
-    None for a binary file, and ``bytes read`` is -1 for a file that could not be read."""
-    out = []
+_Read = tuple[str, "str | None", bool, int, "converters.Converted | None"]
+
+
+def _read_batch(batch: list[tuple[str, Path, int]], budget: converters.Budget) -> list[_Read]:
+    """Read and decode files on a worker thread: (shown, text, replaced, bytes read, converted).
+    ``text`` is None for a binary file or a document (then ``converted`` has its text or why it
+    was skipped), and ``bytes read`` is -1 for a file that could not be read."""
+    out: list[_Read] = []
     for shown, path, _size in batch:
         try:
             data = path.read_bytes()
         except OSError:
-            out.append((shown, None, False, -1))
+            out.append((shown, None, False, -1, None))
+            continue
+        fmt = converters.find(shown, data[:16])
+        if fmt is not None:
+            out.append((shown, None, False, len(data), converters.convert_file(fmt, data, shown, budget)))
             continue
         text, replaced = _decode(data)
-        out.append((shown, text, replaced, len(data)))
+        if text is not None:
+            budget.spend(len(text), shown)
+        out.append((shown, text, replaced, len(data), None))
     return out
+
+
+def _converted_parts(shown: str, conv: converters.Converted, source: LoadedSource, parts: list[str]) -> None:
+    """A document's text under its header (an archive's members under theirs), and what it skipped."""
+    for member, why in conv.skipped:
+        source.skipped.append({"path": f"{shown}/{member}" if member else shown, "reason": why})
+    if conv.parts:
+        source.converters[shown] = conv.converter
+    source.converters.update({f"{shown}/{m}": c for m, c in conv.converters.items()})
+    for member, text in conv.parts:
+        path = f"{shown}/{member}" if member else shown
+        source.files.append(path)
+        parts.append(f"==> {path} <==\n")
+        if text:
+            parts.append(text if text.endswith("\n") else text + "\n")
 
 
 async def _read_plan(
@@ -277,10 +304,12 @@ async def _read_plan(
         raise _too_big(what, total, limits)
     step = max(_BATCH_BYTES // 8, total // 50)  # ~2% of the bytes per progress report
     parts: list[str] = []
-    files: list[str] = []
+    source = LoadedSource("")
+    files = source.files
     binary: list[str] = []
     unreadable: list[str] = []
     replaced: list[str] = []
+    budget = converters.Budget(limits.max_bytes, limits.max_files)
     done = 0
     i = 0
     while i < len(plan.entries):
@@ -289,13 +318,18 @@ async def _read_plan(
             batch.append(plan.entries[i])
             size += plan.entries[i][2]
             i += 1
-        for shown, text, bad, nbytes in await anyio.to_thread.run_sync(_read_batch, batch):
+        for shown, text, bad, nbytes, conv in await anyio.to_thread.run_sync(_read_batch, batch, budget):
             if nbytes < 0:
                 unreadable.append(shown)
                 continue
             done += nbytes
             if done > limits.max_bytes:  # files grew since they were listed
                 raise _too_big(what, done, limits)
+            if conv is not None:
+                _converted_parts(shown, conv, source, parts)
+                if conv.replaced:
+                    replaced.append(shown)
+                continue
             if text is None:
                 binary.append(shown)
                 continue
@@ -308,7 +342,9 @@ async def _read_plan(
         if progress is not None:
             await progress(done, total, f"read {i:,} of {len(plan.entries):,} files")
 
-    skipped = plan.skipped + unreadable + binary + plan.outside
+    reasons = ((plan.skipped + unreadable, "unreadable"), (binary, "binary"),
+               (plan.outside, "leads outside the allowed folders"))
+    skipped = [{"path": p, "reason": why} for names, why in reasons for p in names] + source.skipped
     warnings = list(plan.warnings)
     for label, names in (
         ("binary files", binary),
@@ -317,6 +353,11 @@ async def _read_plan(
     ):
         if names:
             warnings.append(f"Skipped {len(names)} {label}: {_some(names)}.")
+    if source.skipped:
+        warnings.append(
+            f"Skipped {len(source.skipped)} documents that could not be read (see skipped for why): "
+            f"{_some([s['path'] for s in source.skipped])}."
+        )
     if replaced:
         warnings.append(
             f"{len(replaced)} files are not valid UTF-8; undecodable bytes became U+FFFD: {_some(replaced)}."
@@ -328,7 +369,7 @@ async def _read_plan(
         )
     if not files:
         raise SourceError(f"{what} has no readable text files. {' '.join(warnings)}".strip())
-    return LoadedSource("".join(parts), files, skipped, warnings)
+    return LoadedSource("".join(parts), files, skipped, warnings, source.converters)
 
 
 def _some(names: list[str], limit: int = 10) -> str:
@@ -348,19 +389,37 @@ async def load_path(path: str, limits: LoadLimits, progress: Progress | None = N
         raise SourceError(f"{path!r} is not a regular file or folder; pass a text file or a folder.")
     if st.st_size > limits.max_bytes:
         raise _too_big(f"The file {path!r}", st.st_size, limits)
-    ((shown, text, replaced, nbytes),) = await anyio.to_thread.run_sync(
-        _read_batch, [(_display(target, roots), target, st.st_size)]
+    ((shown, text, replaced, nbytes, conv),) = await anyio.to_thread.run_sync(
+        _read_batch, [(_display(target, roots), target, st.st_size)], converters.Budget(limits.max_bytes, limits.max_files)
     )
     if nbytes < 0:
         raise SourceError(f"Could not read {path!r} (permission denied or removed); check the file.")
     if nbytes > limits.max_bytes:
         raise _too_big(f"The file {path!r}", nbytes, limits)
+    if conv is not None:
+        return _converted_file(path, shown, conv)
     if text is None:
         raise SourceError(
             f"{path!r} looks binary (NUL bytes or mostly undecodable); only text files can be loaded."
         )
     warnings = [f"{shown} is not valid UTF-8; undecodable bytes became U+FFFD."] if replaced else []
     return LoadedSource(text, [shown], [], warnings)
+
+
+def _converted_file(path: str, shown: str, conv: converters.Converted) -> LoadedSource:
+    """One document loaded by itself: its text with no header (an archive's members with theirs)."""
+    if not conv.parts:
+        why = "; ".join(f"{m}: {r}" if m else r for m, r in conv.skipped[:5])
+        raise SourceError(f"Could not read {path!r} as {conv.converter}: {why}.")
+    source = LoadedSource("")
+    parts: list[str] = []
+    _converted_parts(shown, conv, source, parts)
+    if conv.parts == [("", conv.parts[0][1])]:
+        parts = [conv.parts[0][1]]  # a single document reads as a single text file does: no header
+    warnings = [f"{shown} is not valid UTF-8; undecodable bytes became U+FFFD."] if conv.replaced else []
+    if source.skipped:
+        warnings.append(f"Skipped {len(source.skipped)} members (see skipped for why).")
+    return LoadedSource("".join(parts), source.files, source.skipped, warnings, source.converters)
 
 
 def _literal_prefix(pattern: str) -> str:

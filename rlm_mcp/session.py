@@ -287,6 +287,7 @@ class RlmSession:
             "files": len(ctx.files),
             "paths": ctx.files[:50],
             "skipped": ctx.skipped[:50],
+            "converters": dict(list(source.converters.items())[:50]),
             "warnings": source.warnings[:20],
             "appended": previous is not None,
             "preview": ctx.preview(_PREVIEW),

@@ -116,11 +116,11 @@ def test_the_preview_is_the_text_or_its_two_ends(n):
 
 def test_store_put_get_names_drop_clear():
     store = ContextStore()
-    store.put(Context.from_text("context", "abc", files=["a.txt"], skipped=["b.png"]))
+    store.put(Context.from_text("context", "abc", files=["a.txt"], skipped=[{"path": "b.png", "reason": "binary"}]))
     store.put(Context.from_text("other", "defg"))
     assert store.names() == ["context", "other"]
     assert store.get("context").files == ["a.txt"]
-    assert store.get("context").skipped == ["b.png"]
+    assert store.get("context").skipped == [{"path": "b.png", "reason": "binary"}]
     assert store.total_chars == 7
     store.drop("other")
     assert store.names() == ["context"]

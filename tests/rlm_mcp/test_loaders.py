@@ -52,7 +52,7 @@ async def test_folder_loads_every_text_file_sorted_with_headers(tree, limits):
 
 async def test_folder_skips_binary_hidden_and_tool_folders(tree, limits):
     src = await load_path(".", limits)
-    assert "img.bin" in src.skipped
+    assert {"path": "img.bin", "reason": "binary"} in src.skipped
     assert "[core]" not in src.text and "module.exports" not in src.text
     assert any("binary" in w and "img.bin" in w for w in src.warnings)
     assert any("hidden" in w for w in src.warnings)
@@ -61,7 +61,7 @@ async def test_folder_skips_binary_hidden_and_tool_folders(tree, limits):
 async def test_folder_symlink_leading_outside_the_root_is_refused(tree, limits):
     src = await load_path(str(tree), limits)
     assert "TOP SECRET" not in src.text
-    assert "link_out.txt" in src.skipped
+    assert "link_out.txt" in [s["path"] for s in src.skipped]
     assert any("outside the allowed folders" in w and "link_out.txt" in w for w in src.warnings)
 
 
@@ -168,7 +168,7 @@ async def test_empty_folder_is_an_error(tree, limits):
 async def test_glob_recursive(limits):
     src = await load_glob("**/*.txt", limits)
     assert src.files == ["a.txt", "latin.txt"]
-    assert "link_out.txt" in src.skipped  # matched, but leads outside the root
+    assert "link_out.txt" in [s["path"] for s in src.skipped]  # matched, but leads outside the root
     src = await load_glob("sub/**/*", limits)
     assert src.files == ["sub/b.md", "sub/deeper/c.py"]
     assert "==> sub/deeper/c.py <==" in src.text
