@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import shutil
 import sys
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -21,7 +22,7 @@ from . import __version__
 
 __all__ = ["Settings", "OPTIONS", "build_parser", "settings_from_args"]
 
-SubLlmMode = Literal["auto", "sampling", "provider", "host"]
+SubLlmMode = Literal["auto", "sampling", "provider", "command", "host"]
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,7 @@ class Settings:
     llm_base_url: str | None = None
     llm_model: str | None = None
     llm_api_key: str | None = field(default=None, repr=False)
+    llm_command: str | None = None
     max_concurrency: int = 8
     max_depth: int = 1
     roots: tuple[Path, ...] = ()
@@ -69,10 +71,12 @@ class Settings:
 OPTIONS: tuple[tuple[str, str, Any, str], ...] = (
     ("--host", "host", str, "HTTP bind address (default 127.0.0.1: loopback only)"),
     ("--port", "port", int, "HTTP port (default 8000)"),
-    ("--sub-llm", "sub_llm", str, "sub-query backend: auto|sampling|provider|host (default auto)"),
+    ("--sub-llm", "sub_llm", str, "sub-query backend: auto|sampling|provider|command|host (default auto)"),
     ("--llm-base-url", "llm_base_url", str, "OpenAI-compatible endpoint for the provider backend, e.g. http://127.0.0.1:8080/v1"),
     ("--llm-model", "llm_model", str, "model name sent to the provider"),
     ("--llm-api-key", "llm_api_key", str, "API key for the provider (prefer the RLM_LLM_API_KEY variable)"),
+    ("--llm-command", "llm_command", str, "a command-line model for the command backend, e.g. \"claude -p\" or "
+     "\"ollama run llama3.2\": prompt on its stdin, answer from its stdout, run without a shell"),
     ("--max-concurrency", "max_concurrency", int, "concurrent sub-queries per batch (default 8)"),
     ("--max-depth", "max_depth", int, "recursion depth for rlm_query (default 1 = llm_query only)"),
     ("--exec-timeout", "exec_timeout", float, "seconds of run time per exec_python (default 60)"),
@@ -269,15 +273,33 @@ def _check_url(label: str, url: str) -> None:
         _fail(f"{label} must be an http(s) URL with a host, such as http://127.0.0.1:8080/v1, not {url!r}")
 
 
+def _check_command(label: str, command: str) -> None:
+    """The command splits like a shell line and its program exists: a typo is found now, not at the
+    first sub-query. Only the program is named: its arguments may hold a key."""
+    from .backends.command import split_command
+
+    try:
+        program = split_command(command)[0]
+    except ValueError as exc:
+        _fail(f"{label} cannot be split into a command and its arguments ({exc})")
+    if shutil.which(program) is None:
+        where = "is not an executable file" if os.sep in program else "is not on PATH"
+        _fail(f"{label}: the program {program!r} {where}")
+
+
 def _validate(s: Settings, label: Any) -> None:
-    if s.sub_llm not in ("auto", "sampling", "provider", "host"):
-        _fail(f"{label('sub_llm')} must be auto, sampling, provider or host, not {s.sub_llm!r}")
+    if s.sub_llm not in ("auto", "sampling", "provider", "command", "host"):
+        _fail(f"{label('sub_llm')} must be auto, sampling, provider, command or host, not {s.sub_llm!r}")
     if s.isolation not in ("auto", "strict", "off"):
         _fail(f"{label('isolation')} must be auto, strict or off, not {s.isolation!r}")
     if s.sub_llm == "provider" and not s.llm_base_url:
         _fail(f"{label('sub_llm')} provider needs --llm-base-url (or RLM_LLM_BASE_URL)")
+    if s.sub_llm == "command" and not s.llm_command:
+        _fail(f"{label('sub_llm')} command needs --llm-command (or RLM_LLM_COMMAND), e.g. --llm-command \"claude -p\"")
     if s.llm_base_url is not None:
         _check_url(label("llm_base_url"), s.llm_base_url)
+    if s.llm_command is not None:
+        _check_command(label("llm_command"), s.llm_command)
     for _, name, kind, _ in OPTIONS:  # every float, including those of flags added later
         value = getattr(s, name, None)
         if kind is float and value is not None and not math.isfinite(value):

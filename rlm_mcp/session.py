@@ -487,9 +487,9 @@ class RlmSession:
             )
         if backend is None:
             raise InvalidInput(
-                f"rlm_solve needs a model to play the root: MCP sampling on protocol 2025-11-25 or a provider "
-                f"(--llm-base-url). This session has neither ({self.selection.reason}). Drive the loop "
-                "yourself with exec_python instead."
+                f"rlm_solve needs a model to play the root: MCP sampling on protocol 2025-11-25, a provider "
+                f"(--llm-base-url) or a command (--llm-command). This session has none ({self.selection.reason}). "
+                "Drive the loop yourself with exec_python instead."
             )
         sandbox = await self.sandbox()
         info = _context_info(ctx)

@@ -5,7 +5,8 @@ Per session, a ``SubQueryRouter`` picks the backend for each tool call
 protocol 2025-11-25 that declared sampling can be sampled during the call; one on
 2026-07-28 cannot send or receive requests mid-call, but can answer sampling
 requests carried by input-required rounds ("mrtr"); otherwise a configured
-provider answers; otherwise the root model itself does (host mode).
+provider answers, or a configured command-line model (``--llm-command``); otherwise
+the root model itself does (host mode).
 
 ``run`` serves one request frame from the sandbox: it checks sizes and budgets,
 runs a batch concurrently under a capacity limiter with answers kept in order, and
@@ -35,7 +36,7 @@ __all__ = ["Budget", "Selection", "SubQueryRouter", "SUB_SYSTEM_PROMPT"]
 
 logger = logging.getLogger(__name__)
 
-Mode = Literal["sampling", "provider", "host", "mrtr", "none"]
+Mode = Literal["sampling", "provider", "command", "host", "mrtr", "none"]
 
 SUB_SYSTEM_PROMPT = (
     "You are a sub-model called from a program that is analysing a large document piece by piece. "
@@ -97,6 +98,7 @@ class SubQueryRouter:
         self.budget = Budget(settings.max_sub_queries, settings.max_sub_tokens, settings.max_sub_seconds)
         self.limiter = anyio.CapacityLimiter(settings.max_concurrency)
         self._provider = provider
+        self._command: SubLlm | None = None
         self.tracer = tracer
         self.last: Selection | None = None
 
@@ -114,12 +116,24 @@ class SubQueryRouter:
             )
         return self._provider
 
+    def command(self) -> SubLlm | None:
+        """The ``--llm-command`` backend, made on first use (its program was checked at start-up)."""
+        if self._command is None and self.settings.llm_command:
+            from .backends.command import CommandBackend
+
+            # Room for the note that says the output was cut, under the answer cap of complete().
+            max_output = max(self.settings.max_prompt_chars - 200, 1000)
+            self._command = CommandBackend(self.settings.llm_command, timeout=self.settings.sub_query_timeout,
+                                           max_concurrency=self.settings.max_concurrency, max_output=max_output)
+        return self._command
+
     def select(self, ctx: Any) -> Selection:
         """The backend for sub-queries made during this tool call, and why."""
         wanted = self.settings.sub_llm
         can_sample = ctx is not None and client_can_sample(ctx)
         live_channel = can_sample and bool(getattr(ctx.session, "can_send_request", False))
         provider = self.provider()
+        command = self.command()
         if wanted in ("auto", "sampling") and live_channel:
             selection = Selection("sampling", "the client declared sampling and can take requests during a tool "
                                   "call (protocol 2025-11-25)", SamplingBackend(ctx, self.settings.model_hints))
@@ -133,8 +147,14 @@ class SubQueryRouter:
             selection = Selection("provider", f"OpenAI-compatible provider at {self.settings.llm_base_url}", provider)
         elif wanted == "provider":
             selection = Selection("none", "--sub-llm provider, but no --llm-base-url is configured")
+        elif wanted in ("auto", "command") and command is not None:
+            selection = Selection("command", f"a local command-line model: {getattr(command, 'model', 'command')}",
+                                  command)
+        elif wanted == "command":
+            selection = Selection("none", "--sub-llm command, but no --llm-command is configured")
         else:
-            why = "--sub-llm host" if wanted == "host" else "the client cannot sample and no provider is configured"
+            why = ("--sub-llm host" if wanted == "host"
+                   else "the client cannot sample and no provider or command is configured")
             selection = Selection("host", f"{why}: exec_python pauses on llm_query and the root model answers "
                                   "with answer_sub_queries")
         self.last = selection
@@ -274,8 +294,14 @@ class SubQueryRouter:
         }
         if self.settings.llm_base_url:
             info["provider"] = {"base_url": self.settings.llm_base_url, "model": self.settings.llm_model}
+        command = self.command()
+        if command is not None:
+            # Program and masked arguments only: never the environment, never a key in the arguments.
+            info["command"] = command.describe()  # type: ignore[attr-defined]
         return info
 
     async def aclose(self) -> None:
         if self._provider is not None:
             await self._provider.aclose()
+        if self._command is not None:
+            await self._command.aclose()
