@@ -77,6 +77,11 @@ class RlmSession:
         self._texts = SpillStore()
         # One load at a time: an append extends the line index of the context as it was before.
         self._load_lock = anyio.Lock()
+        # Loads under way (reading included) and the event that ends the wait of code sent
+        # meanwhile: exec_python runs on the contexts the client asked for, not on half of them.
+        self._loads = 0
+        self._loads_done = anyio.Event()
+        self._loads_done.set()
         # The trajectory: kept in memory for show_trace, written to --trace-dir when set. A child
         # RLM records into its parent's, under the call that started it.
         self._owns_tracer = tracer is None
@@ -225,6 +230,17 @@ class RlmSession:
                 f"Pass exactly one source: text, path, url or glob (got {which}). "
                 "Example: load_context(path='docs/') or load_context(text='...', name='notes')."
             )
+        self._loads += 1
+        self._loads_done = anyio.Event() if self._loads == 1 else self._loads_done
+        try:
+            return await self._load(name, text, path, url, glob, append, progress)
+        finally:
+            self._loads -= 1
+            if self._loads == 0:
+                self._loads_done.set()
+
+    async def _load(self, name: str, text: str | None, path: str | None, url: str | None, glob: str | None,
+                    append: bool, progress: Progress | None) -> dict[str, Any]:
         limits = self._load_limits()
         if text is not None:
             if len(text) > limits.max_bytes:
@@ -254,6 +270,7 @@ class RlmSession:
     async def _store_locked(self, name: str, source: LoadedSource, append: bool, progress: Progress | None
                             ) -> dict[str, Any]:
         previous = self.contexts.get(name) if append and name in self.contexts else None
+        replaced = self.contexts.get(name) if not append and name in self.contexts else None
         counter = get_token_counter()
         sandbox = await self.sandbox()
         text, source.text = source.text, ""
@@ -288,8 +305,11 @@ class RlmSession:
             "paths": ctx.files[:50],
             "skipped": ctx.skipped[:50],
             "converters": dict(list(source.converters.items())[:50]),
-            "warnings": source.warnings[:20],
+            "warnings": ([f"this replaced the context {name!r} loaded before ({replaced.chars:,} characters); "
+                          "pass another name to keep both, or append=True to add to it"] if replaced else [])
+                        + source.warnings[:20],
             "appended": previous is not None,
+            "replaced": replaced is not None,
             "preview": ctx.preview(_PREVIEW),
         }
 
@@ -366,6 +386,7 @@ class RlmSession:
     async def exec_python(self, code: str) -> dict[str, Any]:
         if not isinstance(code, str) or not code.strip():
             raise InvalidInput("code must be a non-empty string of Python.")
+        await self._loads_done.wait()
         sandbox = await self.sandbox()
         try:
             result = await sandbox.execute(code)

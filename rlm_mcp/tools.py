@@ -88,7 +88,8 @@ def register_tools(mcp: MCPServer, registry: SessionRegistry) -> None:
         - glob: e.g. 'src/**/*.py' (same headers);
         - url: an http(s) page or file (only if the server was started with --allow-url).
         Paths must lie inside the server's allowed roots (--root, default: its working directory).
-        append=true adds to an existing context instead of replacing it.
+        append=true adds to an existing context instead of replacing it; a load under a name
+        already in use replaces that context (the result says `replaced: true`).
 
         In exec_python the default context is the variable `context`; every context is in
         `contexts[name]`. Returns a summary: chars, lines, tokens (token_encoding says how they

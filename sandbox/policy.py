@@ -431,6 +431,8 @@ _HINTS: tuple[tuple[str, str], ...] = (
     ("format strings can reach", "Use f-strings (f'{x:>10}') or '%s' % x instead of str.format."),
     ("is not available in the sandbox", "Only allowlisted pure modules can be imported; the list is "
      "in the error. Contexts are already loaded as variables: `context` and `contexts[name]`."),
+    ("name 'context' is not defined", "No context is loaded yet: call the load_context tool first "
+     "(text=, path=, url= or glob=); then `context` holds the text and `contexts[name]` each one."),
     ("name 'open' is not defined", "There is no file access in the sandbox; loaded data is in "
      "`context` / `contexts[name]`."),
     ("name 'eval' is not defined", "eval/exec/compile are not available in the sandbox."),

@@ -138,13 +138,14 @@ class Worker:
     def _default_context(self) -> str:
         if "context" in self.contexts:
             return self.contexts["context"]
-        if self.contexts:
-            return next(reversed(self.contexts.values()))
-        return ""
+        return next(reversed(self.contexts.values()))
 
     def _reserved_values(self) -> dict[str, Any]:
+        # No ``context`` before a load: code that reads it gets a NameError whose hint says to
+        # call load_context, rather than an empty string that looks like data.
+        loaded = {"context": self._default_context()} if self.contexts else {}
         return {
-            "context": self._default_context(),
+            **loaded,
             "contexts": dict(self.contexts),
             **self.api_reserved,
             "SubQueryError": SubQueryError,
@@ -153,6 +154,8 @@ class Worker:
     def _restore_reserved(self) -> list[str]:
         """Put the reserved names back; return those the code had rebound."""
         rebound = []
+        if not self.contexts:
+            self.globals.pop("context", None)
         for name, value in self._reserved_values().items():
             current = self.globals.get(name, value)
             if name == "contexts":

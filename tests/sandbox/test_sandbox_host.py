@@ -295,12 +295,14 @@ async def test_reset_ends_a_pause_and_keeps_contexts() -> None:
 
 
 async def test_reset_without_contexts_drops_them() -> None:
-    """reset(keep_contexts=False) gives an empty `context`."""
+    """reset(keep_contexts=False) leaves no `context` (using it says to load one) and no `contexts`."""
     async with SandboxSession(LIMITS) as s:
         await s.load_context("context", "abc")
         await s.reset(keep_contexts=False)
-        result = await s.execute("print(repr(context), contexts)")
-    assert result.stdout == "'' {}\n"
+        result = await s.execute("print(contexts)")
+        missing = await s.execute("print(context)")
+    assert result.stdout == "{}\n"
+    assert missing.status == "error" and "NameError" in missing.error and "load_context" in missing.error
 
 
 # -- variables -----------------------------------------------------------------------------------
