@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from npm_packages import ensure_installed
 from support import http_server as serve_http
 
 SUITE = Path(__file__).resolve().parents[2] / "clients" / "conformance"
@@ -73,13 +73,7 @@ def _tail(text: str, lines: int = 40) -> str:
 @pytest.fixture(scope="module")
 def suite() -> list[str]:
     """The command that runs the conformance CLI under its own Node 22, installed if missing."""
-    if not (NODE22.exists() and CLI.exists()):
-        npm = shutil.which("npm")
-        if shutil.which("node") is None or npm is None:
-            pytest.skip("node and npm are needed to install the MCP conformance suite (npm ci in clients/conformance)")
-        done = subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=SUITE, capture_output=True, text=True,
-                              timeout=600)
-        assert done.returncode == 0, f"npm ci in {SUITE} failed:\n{_tail(done.stdout + done.stderr)}"
+    ensure_installed(SUITE, NODE22, CLI)
     return [str(NODE22), str(CLI)]
 
 

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from npm_packages import ensure_installed
 from support import http_server as serve_http
 
 CLIENT = Path(__file__).resolve().parents[2] / "clients" / "typescript"
@@ -30,12 +31,7 @@ def node() -> str:
     node = shutil.which("node")
     if node is None:
         pytest.skip("node is not installed: the TypeScript client check needs Node >= 20 (and npm)")
-    if not TSX.exists():
-        npm = shutil.which("npm")
-        assert npm is not None, f"npm is needed to install {CLIENT}'s dependencies (npm ci)"
-        done = subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=CLIENT, capture_output=True,
-                              text=True, timeout=300)
-        assert done.returncode == 0, f"npm ci in {CLIENT} failed:\n{_tail(done.stdout + done.stderr)}"
+    ensure_installed(CLIENT, TSX, TSC)
     return node
 
 
