@@ -35,6 +35,7 @@ class Settings:
     llm_model: str | None = None
     llm_api_key: str | None = field(default=None, repr=False)
     llm_command: str | None = None
+    cache_sub_queries: bool = False
     max_concurrency: int = 8
     max_depth: int = 1
     roots: tuple[Path, ...] = ()
@@ -104,7 +105,8 @@ OPTIONS: tuple[tuple[str, str, Any, str], ...] = (
 )
 
 _BOOL_ENV = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
-_BOOL_VARIABLES = {"RLM_HTTP": "transport", "RLM_ALLOW_URL": "allow_url", "RLM_ALLOW_PRIVATE_URLS": "allow_private_urls"}
+_BOOL_VARIABLES = {"RLM_HTTP": "transport", "RLM_ALLOW_URL": "allow_url", "RLM_ALLOW_PRIVATE_URLS": "allow_private_urls",
+                   "RLM_CACHE_SUB_QUERIES": "cache_sub_queries"}
 # RLM_ROOT follows the RLM_<FLAG> rule of --help; RLM_ROOTS, its first name, is still read.
 _ROOT_VARIABLES = ("RLM_ROOT", "RLM_ROOTS")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -142,6 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--allow-url", action="store_true", default=None, help="allow load_context(url=...) (off by default)")
     parser.add_argument("--allow-private-urls", action="store_true", default=None,
                         help="let URL loads reach loopback and private addresses (off by default)")
+    parser.add_argument("--cache-sub-queries", action="store_true", default=None,
+                        help="answer an identical sub-query (backend, model, system prompt, prompt, max tokens) "
+                             "only once per session (off by default: code may ask twice on purpose)")
     parser.add_argument("--model-hint", action="append", dest="model_hints", metavar="NAME",
                         help="model name hint sent with sampling requests (repeatable, or a comma list; "
                              "default: no modelPreferences at all, which every client accepts)")

@@ -29,6 +29,7 @@ from .backends.base import SubLlm
 from .backends.sampling import SamplingBackend, client_can_sample
 from .config import Settings
 from .errors import BackendUnavailable, BudgetExceeded, RlmError, SubQueryFailed
+from .subcache import SubQueryCache
 from .tokens import get_token_counter
 from .trace import Tracer
 
@@ -99,6 +100,7 @@ class SubQueryRouter:
         self.limiter = anyio.CapacityLimiter(settings.max_concurrency)
         self._provider = provider
         self._command: SubLlm | None = None
+        self.cache = SubQueryCache() if settings.cache_sub_queries else None
         self.tracer = tracer
         self.last: Selection | None = None
 
@@ -220,6 +222,19 @@ class SubQueryRouter:
         )
 
     async def complete(self, backend: SubLlm, prompt: str, system: str | None = SUB_SYSTEM_PROMPT) -> str:
+        """One sub-query through ``backend``; with --cache-sub-queries, an identical one asked before
+        (or in flight) in this session answers it without a call of its own."""
+        if self.cache is None:
+            return await self._complete(backend, prompt, system)
+        model = getattr(backend, "model", None)
+        key = self.cache.key(backend.name, model, system, prompt, self.settings.sub_max_tokens)
+        text, hit = await self.cache.run(key, lambda: self._complete(backend, prompt, system))
+        if hit and self.tracer is not None:
+            self.tracer.sub_query(backend=backend.name, prompt=prompt, answer=text, seconds=0.0,
+                                  tokens={"prompt": 0, "answer": 0}, model=model, cached=True)
+        return text
+
+    async def _complete(self, backend: SubLlm, prompt: str, system: str | None) -> str:
         """One sub-query through ``backend``, within the per-call timeout and the budgets.
 
         The prompt's tokens are counted and reserved before the call, so the calls of a
@@ -291,6 +306,7 @@ class SubQueryRouter:
             "reason": selection.reason if selection else "decided at the first tool call",
             "max_concurrency": self.settings.max_concurrency,
             "per_call_max_tokens": self.settings.sub_max_tokens,
+            "cache": self.cache.status() if self.cache is not None else {"enabled": False},
         }
         if self.settings.llm_base_url:
             info["provider"] = {"base_url": self.settings.llm_base_url, "model": self.settings.llm_model}

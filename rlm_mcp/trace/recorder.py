@@ -31,7 +31,7 @@ SUB_QUERY_TOOLS = frozenset({"exec_python", "answer_sub_queries", "sub_query", "
 
 # Settings that shape a run, for the header. Never the API key or the auth token.
 _HEADER_SETTINGS = ("transport", "sub_llm", "llm_base_url", "llm_model", "max_concurrency", "max_depth",
-                    "exec_timeout", "max_sub_queries", "max_sub_tokens", "max_sub_seconds", "sub_query_timeout",
+                    "exec_timeout", "max_sub_queries", "max_sub_tokens", "max_sub_seconds", "sub_query_timeout", "cache_sub_queries",
                     "sub_max_tokens", "max_prompt_chars", "max_iterations", "max_output_chars", "isolation")
 
 
@@ -159,9 +159,9 @@ class Tracer:
 
     def sub_query(self, *, backend: str, prompt: str, answer: str | None, seconds: float | None = None,
                   tokens: dict[str, int | None] | None = None, error: str | None = None,
-                  model: str | None = None) -> None:
+                  model: str | None = None, cached: bool = False) -> None:
         """One sub-query, nested under the call that made it. ``tokens`` is ``{"prompt", "answer"}``
-        (null where unknown)."""
+        (null where unknown); ``cached``: answered by --cache-sub-queries without a call (no tokens)."""
         record: dict[str, Any] = {
             "backend": backend, "prompt": clip(prompt, LIMITS.sub_prompt), "prompt_chars": len(prompt),
             "answer": clip(answer, LIMITS.sub_answer), "answer_chars": len(answer or ""),
@@ -170,6 +170,8 @@ class Tracer:
         }
         if model:
             record["model"] = model
+        if cached:
+            record["cached"] = True
         call = self._target(SUB_QUERY_TOOLS)
         if call is None:
             self.write({"type": "sub_query", "ts": round(time.time(), 3), **record})

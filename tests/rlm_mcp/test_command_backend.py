@@ -206,3 +206,77 @@ def test_the_command_setting_comes_from_a_flag_or_the_variable(given, tmp_path):
     else:
         s = settings_from_args(["--sub-llm", "command", "--llm-command", f"{cli} -p"], env={})
     assert s.llm_command == f"{cli} -p"
+
+
+# -- --cache-sub-queries -------------------------------------------------------------------------
+
+# Appends each prompt it is asked to the log named by its first argument, then answers.
+COUNTS = """
+text = sys.stdin.read()
+last = text.rstrip().splitlines()[-1]
+with open(sys.argv[1], "a") as f:
+    f.write(last + "\\n")
+time.sleep(0.2)
+print(f"A({last})")
+"""
+
+CACHE_CODE = ("a = llm_query('same')\nb = llm_query('same')\n"
+              "c = llm_query_batched(['other'] * 5 + ['same'])\nprint(a, b, c[0], c[5])")
+
+
+async def test_the_cache_runs_an_identical_prompt_once_and_concurrent_copies_share_the_call(make_client, tmp_path):
+    cli = write_cli(tmp_path / "bin", "counts", COUNTS)
+    asked = tmp_path / "asked.log"
+    async with make_client("legacy", llm_command=f"{cli} {asked}", cache_sub_queries=True) as client:
+        result = await call(client, "exec_python", code=CACHE_CODE)
+        assert result["stdout"] == "A(same) A(same) A(other) A(same)\n"
+        assert sorted(asked.read_text().splitlines()) == ["other", "same"]
+        status = await call(client, "rlm_status")
+        assert status["sub_llm"]["cache"] == {"enabled": True, "hits": 6, "misses": 2, "answers_kept": 2,
+                                              "in_flight": 0}
+        assert status["sub_queries"]["used"] == 2  # a hit spends no budget
+
+
+async def test_without_the_flag_every_identical_prompt_is_asked_again(make_client, tmp_path):
+    cli = write_cli(tmp_path / "bin", "counts", COUNTS)
+    asked = tmp_path / "asked.log"
+    async with make_client("legacy", llm_command=f"{cli} {asked}") as client:
+        await call(client, "exec_python", code=CACHE_CODE)
+        assert sorted(asked.read_text().splitlines()) == ["other"] * 5 + ["same"] * 3
+        assert (await call(client, "rlm_status"))["sub_llm"]["cache"] == {"enabled": False}
+
+
+# Fails while the flag file is missing (and creates it), then answers.
+FLAKY = """
+sys.stdin.read()
+calls = open(sys.argv[1], "a")
+calls.write("call\\n")
+calls.close()
+flag = sys.argv[1] + ".ok"
+if not os.path.exists(flag):
+    time.sleep(0.2)
+    open(flag, "w").close()
+    print("overloaded", file=sys.stderr)
+    sys.exit(1)
+print("fine")
+"""
+
+
+async def test_a_failure_is_shared_by_the_waiting_copies_and_not_kept(make_client, tmp_path):
+    cli = write_cli(tmp_path / "bin", "flaky", FLAKY)
+    calls = tmp_path / "calls.log"
+    async with make_client("legacy", llm_command=f"{cli} {calls}", cache_sub_queries=True) as client:
+        first = await call(client, "exec_python", code="print(llm_query_batched(['x', 'x', 'x']))")
+        assert first["stdout"].count("exited with status 1") == 3 and first["stdout"].count("overloaded") == 3
+        assert len(calls.read_text().splitlines()) == 1
+        again = await call(client, "exec_python", code="print(llm_query('x'), llm_query('x'))")
+        assert again["stdout"] == "fine fine\n"
+        assert len(calls.read_text().splitlines()) == 2
+
+
+def test_the_cache_flag_comes_from_the_flag_or_the_variable():
+    from rlm_mcp.config import settings_from_args
+
+    assert settings_from_args([], env={}).cache_sub_queries is False
+    assert settings_from_args(["--cache-sub-queries"], env={}).cache_sub_queries is True
+    assert settings_from_args([], env={"RLM_CACHE_SUB_QUERIES": "yes"}).cache_sub_queries is True

@@ -54,7 +54,8 @@ def test_the_configuration_page_documents_every_flag_and_variable():
     for flag, name, _, _ in OPTIONS:
         assert f"`{flag}`" in text, flag
         assert f"`RLM_{name.upper()}`" in text, name
-    for extra in ("--http", "--root", "--allow-url", "--allow-private-urls", "--model-hint", "RLM_MODEL_HINT"):
+    for extra in ("--http", "--root", "--allow-url", "--allow-private-urls", "--model-hint", "RLM_MODEL_HINT",
+                  "--cache-sub-queries", "RLM_CACHE_SUB_QUERIES"):
         assert extra in text
 
 
