@@ -355,8 +355,8 @@ async def _read_plan(
             warnings.append(f"Skipped {len(names)} {label}: {_some(names)}.")
     if source.skipped:
         warnings.append(
-            f"Skipped {len(source.skipped)} documents that could not be read (see skipped for why): "
-            f"{_some([s['path'] for s in source.skipped])}."
+            f"Skipped {len(source.skipped)} documents or archive members: "
+            f"{_some([s['path'] + ' (' + s['reason'] + ')' for s in source.skipped], 5)}."
         )
     if replaced:
         warnings.append(

@@ -18,7 +18,7 @@ from rlm_mcp.errors import TooLarge
 
 from . import Budget, ConversionError, Converted, convert_file, decode, find
 
-__all__ = ["convert", "read_capped", "read_inner"]
+__all__ = ["convert", "expands_past", "read_capped", "read_inner"]
 
 _CHUNK = 1 << 20
 _OPENERS = {"gzip": lambda f: gzip.GzipFile(fileobj=f, mode="rb"), "bzip2": bz2.BZ2File, "xz": lzma.LZMAFile}
@@ -38,13 +38,17 @@ def read_capped(stream: IO[bytes], cap: int, name: str, packed: int) -> bytes:
     while chunk := stream.read(min(_CHUNK, cap - size + 1)):
         size += len(chunk)
         if size > cap:
-            raise TooLarge(
-                f"{name} expands past the load cap: more than {_size(cap)} from {_size(packed)} compressed "
-                f"({size // max(packed, 1):,}x or more; a compression bomb, or simply too big). It was not "
-                f"expanded further. Load a smaller file, or start the server with --max-load-mb set higher."
-            )
+            raise expands_past(name, cap, size, packed)
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def expands_past(name: str, cap: int, size: int, packed: int) -> TooLarge:
+    return TooLarge(
+        f"{name} expands past the load cap: more than {_size(cap)} from {_size(packed)} compressed "
+        f"({size // max(packed, 1):,}x or more; a compression bomb, or simply too big). It was not "
+        f"expanded further. Load a smaller file, or start the server with --max-load-mb set higher."
+    )
 
 
 def read_inner(data: bytes, inner: str, name: str, budget: Budget) -> Converted:
