@@ -30,6 +30,7 @@ from .backends.sampling import SamplingBackend, client_can_sample
 from .config import Settings
 from .errors import BackendUnavailable, BudgetExceeded, RlmError, SubQueryFailed
 from .subcache import SubQueryCache
+from .usage import UsageBook, token_record
 from .tokens import get_token_counter
 from .trace import Tracer
 
@@ -101,6 +102,8 @@ class SubQueryRouter:
         self._provider = provider
         self._command: SubLlm | None = None
         self.cache = SubQueryCache() if settings.cache_sub_queries else None
+        self.usage = UsageBook()
+        self._system_counts: dict[str, int] = {}
         self.tracer = tracer
         self.last: Selection | None = None
 
@@ -229,6 +232,8 @@ class SubQueryRouter:
         model = getattr(backend, "model", None)
         key = self.cache.key(backend.name, model, system, prompt, self.settings.sub_max_tokens)
         text, hit = await self.cache.run(key, lambda: self._complete(backend, prompt, system))
+        if hit:
+            self.usage.hit(backend.name)
         if hit and self.tracer is not None:
             self.tracer.sub_query(backend=backend.name, prompt=prompt, answer=text, seconds=0.0,
                                   tokens={"prompt": 0, "answer": 0}, model=model, cached=True)
@@ -249,21 +254,13 @@ class SubQueryRouter:
         started = time.monotonic()
         error: str | None = None
         text = ""
-        tokens = 0
-        prompt_tokens: int | None = None
-        answer_tokens: int | None = None
+        tokens: dict[str, Any] | None = None
         try:
             with anyio.fail_after(self.settings.sub_query_timeout * 2 + 5):
                 completion = await backend.complete([{"role": "user", "content": prompt}], system=system,
                                                     max_tokens=self.settings.sub_max_tokens)
             text = completion.text
-            prompt_tokens = completion.prompt_tokens
-            if prompt_tokens is None:
-                prompt_tokens = counted_prompt
-            answer_tokens = completion.completion_tokens
-            if answer_tokens is None:
-                answer_tokens = await counter.acount(text)
-            tokens = prompt_tokens + answer_tokens
+            tokens = await self._tokens(counter, completion, system, counted_prompt)
             if len(text) > self.settings.max_prompt_chars:
                 # The same cap as host-mode answers: a model that ignores max_tokens cannot flood the worker.
                 raise SubQueryFailed(
@@ -280,12 +277,32 @@ class SubQueryRouter:
         finally:
             elapsed = time.monotonic() - started
             self.budget.reserved -= counted_prompt
-            self.budget.tokens += tokens
+            if tokens is not None:
+                self.budget.tokens += tokens["prompt"] + tokens["answer"]
             self.budget.seconds += elapsed
+            self.usage.add(backend.name, tokens, failed=tokens is None or error is not None)
             if self.tracer is not None:
                 self.tracer.sub_query(backend=backend.name, prompt=prompt, answer=text, error=error,
-                                      seconds=elapsed, tokens={"prompt": prompt_tokens, "answer": answer_tokens},
-                                      model=getattr(backend, "model", None))
+                                      seconds=elapsed, tokens=tokens, model=getattr(backend, "model", None))
+
+    async def _tokens(self, counter: Any, completion: Any, system: str | None, counted_prompt: int
+                      ) -> dict[str, Any]:
+        """Tokens of one answered call: the backend's figures where it gave them, else counted here
+        over what the model read (the system prompt too) and wrote."""
+        prompt_tokens, prompt_source = completion.prompt_tokens, "reported"
+        if prompt_tokens is None:
+            prompt_tokens, prompt_source = counted_prompt + await self._system_tokens(counter, system), "counted"
+        answer_tokens, answer_source = completion.completion_tokens, "reported"
+        if answer_tokens is None:
+            answer_tokens, answer_source = await counter.acount(completion.text), "counted"
+        return token_record(prompt_tokens, answer_tokens, prompt_source, answer_source, counter.encoding)
+
+    async def _system_tokens(self, counter: Any, system: str | None) -> int:
+        if not system:
+            return 0
+        if system not in self._system_counts:  # a handful of fixed prompts: count each once
+            self._system_counts[system] = await counter.acount(system)
+        return self._system_counts[system]
 
     async def account_host_answers(self, prompts: Sequence[str], answers: Sequence[str]) -> None:
         """Host and mrtr answers come from the client: count them against the budgets too,
@@ -293,8 +310,10 @@ class SubQueryRouter:
         counter = get_token_counter()
         self.budget.count += len(answers)
         for prompt, answer in zip(prompts, answers, strict=False):
-            tokens = {"prompt": await counter.acount(prompt), "answer": await counter.acount(answer)}
+            tokens = token_record(await counter.acount(prompt), await counter.acount(answer), "counted", "counted",
+                                  counter.encoding)
             self.budget.tokens += tokens["prompt"] + tokens["answer"]
+            self.usage.add("client", tokens)
             if self.tracer is not None:
                 self.tracer.sub_query(backend="client", prompt=prompt, answer=answer, tokens=tokens)
 
@@ -307,6 +326,7 @@ class SubQueryRouter:
             "max_concurrency": self.settings.max_concurrency,
             "per_call_max_tokens": self.settings.sub_max_tokens,
             "cache": self.cache.status() if self.cache is not None else {"enabled": False},
+            "usage": self.usage.as_dict(),
         }
         if self.settings.llm_base_url:
             info["provider"] = {"base_url": self.settings.llm_base_url, "model": self.settings.llm_model}

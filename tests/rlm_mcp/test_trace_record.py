@@ -49,7 +49,8 @@ async def test_trace_file_is_private_with_a_header_and_one_event_per_tool_call(m
     assert sorted(s["prompt"] for s in subs) == ["one", "two"]
     for sub in subs:
         assert sub["backend"] == "provider" and sub["answer"].startswith("ANSWER[") and sub["seconds"] >= 0
-        assert sub["tokens"] == {"prompt": 10, "answer": 5}  # the provider's usage figures
+        assert sub["tokens"] == {"prompt": 10, "answer": 5,  # the provider's usage figures
+                                 "prompt_source": "reported", "answer_source": "reported"}
     assert events[4]["sub_queries"][0]["prompt"] == "three"
     assert "sub_queries" not in events[1] and events[6]["result"]["final"] == "done"
 
