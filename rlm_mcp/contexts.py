@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import anyio
 
 from rlm_mcp.errors import InvalidInput, InvalidPattern, InvalidRange, UnknownContext
-from rlm_mcp.shaping import json_chars
+from rlm_mcp.shaping import fitting_prefix, json_chars
 from sandbox import PatternError, SearchTimeout, textops
 from sandbox.textops import FindResult
 
@@ -241,6 +241,10 @@ def _normalize(value: int, total: int, what: str, name: str, unit: str) -> int:
     return resolved
 
 
+# Room kept for what a cut peek adds to its keys: char offsets and a hint.
+_PEEK_EXTRA = 300
+
+
 async def peek(
     ctx: Context,
     source: TextSource,
@@ -251,7 +255,8 @@ async def peek(
 ) -> dict[str, Any]:
     """Chars ``start..end`` or 0-based lines ``start..end`` (end exclusive; an ``end`` past the
     data is clamped), capped at ``max_chars``. ``end`` in the result is where the text served
-    stops, so the next call can start there; ``truncated`` says the cap cut the request short."""
+    stops, so the next call can start there; ``truncated`` says the cap cut the request short. The
+    result, as JSON text, stays within ``max_chars``."""
     if unit not in _UNITS:
         raise InvalidInput(f"unit must be 'chars' or 'lines', not {unit!r}.")
     _check_int(max_chars, "max_chars", 1, MAX_CHARS_LIMIT)
@@ -268,9 +273,14 @@ async def peek(
                 f"end={end} is before start={start} in context {ctx.name!r} ({total} {unit}); "
                 "pass an end greater than start, or null to read to the end."
             )
+    # The result must fit the cap as JSON text (where a newline takes two characters), keys and hint too.
+    envelope = json_chars(_peek_result(ctx, first, stop, unit, "", total, stop)) + _PEEK_EXTRA
+    room = max(max_chars - envelope, 1)
     if unit == "chars":
-        served = min(stop, first + max_chars)
-        result = _peek_result(ctx, first, served, unit, await source.slice(first, served), total, stop)
+        text = await source.slice(first, min(stop, first + room))
+        text = text[: fitting_prefix(text, room)]
+        served = first + len(text)
+        result = _peek_result(ctx, first, served, unit, text, total, stop)
         if served < stop:
             result["hint"] = (
                 f"Output capped at {max_chars} chars; continue with start={served}"
@@ -281,17 +291,19 @@ async def peek(
     starts = ctx.starts
     char_start = ctx.line_start(first)
     char_stop = ctx.line_start(stop)
-    if char_stop - char_start <= max_chars:
+    text = await source.slice(char_start, min(char_stop, char_start + room))
+    fits = fitting_prefix(text, room)
+    if char_start + fits >= char_stop:
         served, char_end = stop, char_stop
     else:
         # Serve whole lines only, as many as fit, so "end" is exact for the next call: the last
         # line start at or before the cap ends the complete lines that fit.
-        served = bisect_right(starts, char_start + max_chars) - 1
+        served = bisect_right(starts, char_start + fits) - 1
         char_end = starts[served]
     hint = None
     if served == first and stop > first:
         # A single line longer than the cap: serve its beginning and say how to read the rest.
-        char_end = char_start + max_chars
+        char_end = char_start + fits
         hint = (
             f"Line index {first} (0-based) alone is longer than {max_chars} chars; read the rest "
             f"of it with unit='chars', start={char_end}, end={ctx.line_start(first + 1)}."
@@ -301,7 +313,7 @@ async def peek(
             f"Output capped at {max_chars} chars; continue with unit='lines', start={served}"
             f"{'' if end is None else f', end={end}'}."
         )
-    result = _peek_result(ctx, first, served, unit, await source.slice(char_start, char_end), total, stop)
+    result = _peek_result(ctx, first, served, unit, text[: char_end - char_start], total, stop)
     result.update(char_start=char_start, char_end=char_end)
     if hint:
         result["hint"] = hint

@@ -86,7 +86,7 @@ class SessionRegistry:
         return list(self._sessions)
 
     async def _close(self, session: RlmSession) -> None:
-        logger.info("closing RLM session %s", session.label)
+        logger.debug("closing RLM session %s", session.label)
         with anyio.CancelScope(shield=True):
             await session.aclose()
         self._sessions.discard(session)
@@ -103,7 +103,7 @@ class SessionRegistry:
         for session in list(self._sessions):
             since = session.paused_since
             if since is not None and now - since > self.settings.pause_timeout:
-                logger.info("failing the abandoned pause of %s", session.label)
+                logger.debug("failing the abandoned pause of %s", session.label)
                 try:
                     await session.cancel_pause(
                         f"no answers within {self.settings.pause_timeout:g} s (--pause-timeout); "
@@ -117,7 +117,7 @@ class SessionRegistry:
             # A long execution is not idleness: stopping its worker would kill the code mid-run.
             if (session.worker_running and not session.paused and not session.busy
                     and now - session.last_used > self.settings.idle_timeout):
-                logger.info("stopping idle worker of %s", session.label)
+                logger.debug("stopping idle worker of %s", session.label)
                 await session.stop_worker()
                 stopped += 1
         return stopped

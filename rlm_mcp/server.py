@@ -17,8 +17,10 @@ from mcp.shared.exceptions import MCPError
 from mcp.types import INVALID_PARAMS, Completion, ResourceTemplateReference
 
 from . import __version__
+from .arguments import RlmServer
 from .config import Settings
 from .errors import UnknownContext
+from .logs import quiet_routine_logs
 from .prompts import ROOT_PROMPT, root_prompt
 from .registry import SessionRegistry
 from .tools import register_tools
@@ -53,6 +55,7 @@ class _RequestMiddleware:
 
 def build_server(settings: Settings | None = None) -> MCPServer:
     settings = settings or Settings()
+    quiet_routine_logs()
     registry = SessionRegistry(settings)
 
     @asynccontextmanager
@@ -61,7 +64,7 @@ def build_server(settings: Settings | None = None) -> MCPServer:
             yield {"registry": registry}
 
     middleware = _RequestMiddleware()
-    mcp = MCPServer(
+    mcp = RlmServer(
         "rlm-mcp",
         version=__version__,
         instructions=ROOT_PROMPT,

@@ -50,10 +50,10 @@ from .urls import load_url
 from .solver import SolveResult, run_rlm_loop
 from .subqueries import Selection, SubQueryRouter
 from .tokens import TokenCounter, get_token_counter
-from .shaping import cap_text, clean_json, shape_exec_result
+from .shaping import cap_text, clean_json, fitting_prefix, json_chars, shape_exec_result
 from .trace import Tracer
 
-__all__ = ["RlmSession", "Progress"]
+__all__ = ["RlmSession", "Progress", "answers_by_id"]
 
 logger = logging.getLogger(__name__)
 
@@ -398,10 +398,14 @@ class RlmSession:
         self.executions += 1
         return self._after(result)
 
-    async def resume(self, answers: Mapping[str, Any]) -> dict[str, Any]:
-        """Host mode: the root model's answers to pending sub-queries; the paused code goes on."""
+    async def resume(self, answers: Mapping[str, Any] | list[Any]) -> dict[str, Any]:
+        """Host mode: the root model's answers to pending sub-queries; the paused code goes on.
+        ``answers`` is ``{id: answer}`` or a list of ``{"id": ..., "answer": ...}``."""
+        if isinstance(answers, list):
+            answers = answers_by_id(answers)
         if not isinstance(answers, Mapping) or not answers:
-            raise InvalidInput("answers must be a non-empty object {id: answer} for the pending sub-queries.")
+            raise InvalidInput("answers must be a non-empty object {id: answer} (or a list of {id, answer} "
+                               "objects) for the pending sub-queries.")
         sandbox = await self.sandbox()
         pending = {p.id: p.text for p in sandbox.pending}
         if not pending:
@@ -487,7 +491,7 @@ class RlmSession:
                 "you are the model: read the slice with peek and answer it yourself."
             )
         answer = await self.router.complete(backend, text)
-        shaped, cut = cap_text(answer, self.settings.max_output_chars, "The sub-LLM's answer was cut.")
+        shaped, cut = cap_text(answer, max(self.settings.max_output_chars - 300, 200), "The sub-LLM's answer was cut.")
         return {"answer": shaped, "backend": backend.name, "prompt_chars": len(text), "truncated": cut}
 
     async def solve(self, question: str, name: str = "context", progress: Progress | None = None) -> dict[str, Any]:
@@ -521,16 +525,19 @@ class RlmSession:
             question, sandbox, backend, context_info=info,
             max_iterations=self.settings.max_iterations, progress=progress, on_step=self.tracer.step,
         )
-        final, cut = cap_text(result.final or "", self.settings.max_output_chars,
-                              "Read the rest with get_variable('FINAL', start=...).")
-        return {
-            "final": final if result.final is not None else None,
+        shaped = {
+            "final": None,
             "iterations": result.iterations,
             "completed": result.final is not None,
-            "truncated": cut,
+            "truncated": False,
             "trace": result.trace,
             "budget": self.router.budget.as_dict(),
         }
+        if result.final is not None:
+            room = max(self.settings.max_output_chars - json_chars(shaped) - 300, 200)
+            shaped["final"], shaped["truncated"] = cap_text(result.final, room,
+                                                            "Read the rest with get_variable('FINAL', start=...).")
+        return shaped
 
     def shape_result(self, result: ExecResult) -> dict[str, Any]:
         return shape_exec_result(result, self.settings.max_output_chars)
@@ -562,6 +569,9 @@ class RlmSession:
                 raise UnknownVariable(str(exc)) from exc
         if start > piece.total:
             raise InvalidInput(f"start={start} is past the end: {name!r} has {piece.total:,} characters.")
+        # The cap counts the text as JSON (a newline takes two characters there), with the keys.
+        fits = fitting_prefix(piece.text, max(limit - 600, 1))
+        piece = VariableSlice(piece.name, piece.start, piece.start + fits, piece.total, piece.text[:fits])
         truncated = piece.end < (piece.total if end is None else min(end, piece.total))
         result = {"name": name, "start": piece.start, "end": piece.end, "total": piece.total,
                   "text": piece.text, "truncated": truncated}
@@ -611,6 +621,19 @@ class RlmSession:
                 "allow_url": self.settings.allow_url,
             },
         }
+
+
+def answers_by_id(items: list[Any]) -> dict[str, Any]:
+    """``[{"id": "q1.0", "answer": "..."}, ...]`` (what form-based clients can fill) as ``{id: answer}``."""
+    answers: dict[str, Any] = {}
+    for i, item in enumerate(items):
+        if not isinstance(item, Mapping) or set(item) != {"id", "answer"} or not isinstance(item["id"], str):
+            raise InvalidInput(f"answers[{i}] must be an object {{\"id\": <pending id>, \"answer\": <text>}}, "
+                               f"not {str(item)[:100]}.")
+        if item["id"] in answers:
+            raise InvalidInput(f"answers lists the id {item['id']!r} twice; give one answer per sub-query.")
+        answers[item["id"]] = item["answer"]
+    return answers
 
 
 def _give_back_freed_memory() -> None:

@@ -6,13 +6,15 @@ does, when to use it, its limits, and give an example.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp.types import ToolAnnotations
+from mcp.types import CallToolResult, InputRequiredResult, TextContent, ToolAnnotations
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
 from sandbox import SandboxError
 
@@ -20,7 +22,7 @@ from . import mrtr
 from .errors import RlmError
 from .registry import SessionRegistry
 from .session import RlmSession
-from .shaping import clean_json
+from .shaping import clean_json, json_text
 from .trace.calls import bind_session
 
 __all__ = ["register_tools"]
@@ -35,22 +37,73 @@ READ_ONLY = ToolAnnotations(read_only_hint=True, open_world_hint=False)
 LOCAL = ToolAnnotations(read_only_hint=False, destructive_hint=False, open_world_hint=False)
 
 
-async def _run(call: Awaitable[T]) -> T:
+# A tool's result: the JSON object as structured content, and as compact text for the model.
+ToolResult = Annotated[CallToolResult, dict[str, Any]]
+
+
+class SubQueryAnswer(BaseModel):
+    """One answer, for clients whose forms cannot fill an object with free keys."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    answer: str
+
+
+# Inline, not a $ref: the clients that need this form are the ones least likely to follow refs.
+_ANSWER_LIST_SCHEMA = {
+    "type": "array",
+    "items": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string", "description": "The id of a pending sub-query, e.g. 'q1.0'."},
+            "answer": {"type": "string", "description": "Your answer to that sub-query's prompt."},
+        },
+        "required": ["id", "answer"],
+        "additionalProperties": False,
+    },
+}
+
+
+def _result(value: dict[str, Any], limit: int) -> CallToolResult:
+    """The result as the client gets it. Each tool shapes its result to fit the output cap as
+    compact JSON; a result that still does not (hundreds of contexts or variables) has its text cut."""
+    text = json_text(value)
+    if len(text) > limit:
+        logger.debug("a result of %d characters was cut to the output cap of %d", len(text), limit)
+        note = " [... cut at --max-output-chars: {:,} more characters of JSON]"
+        keep = max(limit - len(note) - 12, 0)
+        text = text[:keep] + note.format(len(text) - keep)
+    return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=value)
+
+
+async def _run(call: Awaitable[T], limit: int) -> CallToolResult | T:
     """Turn the package's deliberate errors into tool errors; crashes go to the SDK, which hides them.
 
     Lone surrogates (from a client's text, or built by sandboxed code) cannot be encoded as JSON:
     results and messages that echo them get U+FFFD instead.
     """
     try:
-        return clean_json(await call)
+        value = clean_json(await call)
     except (RlmError, SandboxError) as exc:
         message = clean_json(str(exc))
         if len(message) > _MAX_ERROR_CHARS:  # it echoes a huge argument back
             message = message[:_MAX_ERROR_CHARS] + f" [... {len(message) - _MAX_ERROR_CHARS:,} more characters]"
         raise ToolError(message) from exc
+    return _result(value, limit) if isinstance(value, dict) else value
 
 
 def register_tools(mcp: MCPServer, registry: SessionRegistry) -> None:
+    limit = registry.settings.max_output_chars
+
+    def tool(annotations: ToolAnnotations) -> Callable[[Callable[..., Any]], Any]:
+        """``mcp.tool`` with the docstring dedented: the description is the model's to read, and the
+        docstring's indentation would be hundreds of characters of spaces."""
+        def register(fn: Callable[..., Any]) -> Any:
+            return mcp.tool(annotations=annotations, description=inspect.cleandoc(fn.__doc__ or ""))(fn)
+
+        return register
+
     async def session_for(ctx: Context, sub_queries: bool = False) -> RlmSession:
         """The caller's session; with ``sub_queries``, also the backend and progress sink for the
         sub-queries this call may make (what works depends on this request's client and protocol)."""
@@ -69,16 +122,17 @@ def register_tools(mcp: MCPServer, registry: SessionRegistry) -> None:
 
         return progress
 
-    @mcp.tool(annotations=LOCAL)
+    @tool(LOCAL)
     async def load_context(
         ctx: Context,
-        name: str = "context",
-        text: str | None = None,
-        path: str | None = None,
-        url: str | None = None,
-        glob: str | None = None,
-        append: bool = False,
-    ) -> dict[str, Any]:
+        name: Annotated[str, Field(description="Name to store it under; 'context' is the variable `context`.")]
+        = "context",
+        text: Annotated[str | None, Field(description="The content itself.")] = None,
+        path: Annotated[str | None, Field(description="A file or folder inside the allowed roots.")] = None,
+        url: Annotated[str | None, Field(description="An http(s) URL (needs --allow-url).")] = None,
+        glob: Annotated[str | None, Field(description="A glob pattern, e.g. 'src/**/*.py'.")] = None,
+        append: Annotated[bool, Field(description="Add to the existing context of that name.")] = False,
+    ) -> ToolResult:
         """Load a large input into the session as a named context, WITHOUT putting it in your prompt.
 
         Give exactly one source:
@@ -103,19 +157,24 @@ def register_tools(mcp: MCPServer, registry: SessionRegistry) -> None:
             await registry.refresh_client_roots(ctx, session)
         return await _run(
             session.load_context(name, text=text, path=path, url=url, glob=glob, append=append,
-                                 progress=progress_for(ctx))
+                                 progress=progress_for(ctx)), limit
         )
 
-    @mcp.tool(annotations=READ_ONLY)
-    async def list_contexts(ctx: Context) -> dict[str, Any]:
+    @tool(READ_ONLY)
+    async def list_contexts(ctx: Context) -> ToolResult:
         """List the loaded contexts with their sizes (chars, tokens, files)."""
         session = await session_for(ctx)
-        return session.list_contexts()
+        return _result(session.list_contexts(), limit)
 
-    @mcp.tool(annotations=READ_ONLY)
+    @tool(READ_ONLY)
     async def peek(
-        ctx: Context, name: str = "context", start: int = 0, end: int | None = None, unit: str = "chars"
-    ) -> dict[str, Any]:
+        ctx: Context,
+        name: Annotated[str, Field(description="The context to read.")] = "context",
+        start: Annotated[int, Field(description="First char (or line) to read; negative counts from the end.")] = 0,
+        end: Annotated[int | None, Field(description="Where to stop (exclusive); null reads as far as the cap "
+                                                     "allows.")] = None,
+        unit: Annotated[Literal["chars", "lines"], Field(description="What start and end count.")] = "chars",
+    ) -> ToolResult:
         """Read a slice of a context: characters start..end, or with unit="lines" 0-based lines start..end.
 
         end is exclusive; None reads as far as the output cap allows; negative numbers count
@@ -126,19 +185,20 @@ def register_tools(mcp: MCPServer, registry: SessionRegistry) -> None:
         Example: peek(start=0, end=40, unit="lines")
         """
         session = await session_for(ctx)
-        return await _run(session.peek(name, start, end, unit))
+        return await _run(session.peek(name, start, end, unit), limit)
 
-    @mcp.tool(annotations=READ_ONLY)
+    @tool(READ_ONLY)
     async def search(
         ctx: Context,
-        pattern: str,
-        name: str = "context",
-        regex: bool = True,
-        ignore_case: bool = False,
-        max_results: int = 20,
-        window: int = 200,
-        start: int = 0,
-    ) -> dict[str, Any]:
+        pattern: Annotated[str, Field(description="A Python regex (MULTILINE), or literal text with regex=false.")],
+        name: Annotated[str, Field(description="The context to search.")] = "context",
+        regex: Annotated[bool, Field(description="false: pattern is literal text.")] = True,
+        ignore_case: Annotated[bool, Field(description="Match regardless of case.")] = False,
+        max_results: Annotated[int, Field(description="Most hits to return.")] = 20,
+        window: Annotated[int, Field(description="Chars of text shown on each side of a hit.")] = 200,
+        start: Annotated[int, Field(description="Char offset to search from (an earlier result's next_start).")]
+        = 0,
+    ) -> ToolResult:
         """Find a pattern in a context: each hit with its char offset, its line (counted from 0,
         as peek(unit="lines") counts) and `window` chars of surrounding text. pattern is a Python
         regex (MULTILINE) unless regex=false.
@@ -150,10 +210,13 @@ def register_tools(mcp: MCPServer, registry: SessionRegistry) -> None:
         Example: search(pattern=r"ERROR \\d+", max_results=50, window=80)
         """
         session = await session_for(ctx)
-        return await _run(session.search(pattern, name, regex, ignore_case, max_results, window, start))
+        return await _run(session.search(pattern, name, regex, ignore_case, max_results, window, start), limit)
 
-    @mcp.tool(annotations=LOCAL)
-    async def exec_python(ctx: Context, code: str) -> dict[str, Any]:
+    @tool(LOCAL)
+    async def exec_python(
+        ctx: Context,
+        code: Annotated[str, Field(description="Python to run in the session's sandbox REPL.")],
+    ) -> ToolResult | InputRequiredResult:
         """Run Python in this session's persistent sandbox REPL (variables survive between calls).
 
         Available: `context` (the default context, a str), `contexts` (dict of all),
@@ -181,47 +244,64 @@ def register_tools(mcp: MCPServer, registry: SessionRegistry) -> None:
         and clients allow 10 per call: after 10 the execution stops with an error. Batch instead:
         llm_query_batched(prompts) is one round for the whole list.
 
-        Example: exec_python(code="chunks = [context[i:i+50000] for i in range(0, len(context), 50000)]\\n"
-                                   "print(len(chunks))")
+        Example: exec_python(code="chunks = [context[i:i+50000] for i in range(0, len(context), 50000)]")
         """
         session = await session_for(ctx, sub_queries=True)
         if session.selection.mode == "mrtr":
-            return await _run(mrtr.exec_round(session, ctx, code))
-        return await _run(session.exec_python(code))
+            return await _run(mrtr.exec_round(session, ctx, code), limit)
+        return await _run(session.exec_python(code), limit)
 
-    @mcp.tool(annotations=LOCAL)
-    async def answer_sub_queries(ctx: Context, answers: dict[str, str]) -> dict[str, Any]:
+    @tool(LOCAL)
+    async def answer_sub_queries(
+        ctx: Context,
+        answers: Annotated[
+            dict[str, str] | Annotated[list[SubQueryAnswer], WithJsonSchema(_ANSWER_LIST_SCHEMA)],
+            Field(description="Your answers, as an object {id: answer}, or as a list of {id, answer} objects."),
+        ],
+    ) -> ToolResult:
         """Host mode: give your answers to the sub-queries a paused exec_python is waiting for.
 
         When exec_python returns status "paused", its `pending` list holds {id, prompt} for each
         llm_query the code made (a whole llm_query_batched comes as one round). Answer each prompt
-        yourself, from the prompt's text only, briefly and exactly, and pass {id: answer}. You may
+        yourself, from the prompt's text only, briefly and exactly, and pass {id: answer} (or a
+        list of {"id": ..., "answer": ...} objects, the same thing for form-based clients). You may
         answer some now and the rest later; once all are in, the code continues where it stopped
         and this returns what exec_python would (possibly "paused" again with the next prompts).
 
         Example: answer_sub_queries(answers={"q1.0": "3 errors", "q1.1": "none"})
+        or: answer_sub_queries(answers=[{"id": "q1.0", "answer": "3 errors"}, {"id": "q1.1", "answer": "none"}])
         """
         session = await session_for(ctx, sub_queries=True)
-        return await _run(session.resume(answers))
+        if isinstance(answers, list):
+            return await _run(session.resume([item.model_dump() for item in answers]), limit)
+        return await _run(session.resume(answers), limit)
 
-    @mcp.tool(annotations=LOCAL)
+    @tool(LOCAL)
     async def sub_query(
-        ctx: Context, prompt: str, name: str | None = None, start: int | None = None, end: int | None = None
-    ) -> dict[str, Any]:
+        ctx: Context,
+        prompt: Annotated[str, Field(description="The question for the sub-LLM.")],
+        name: Annotated[str | None, Field(description="A context whose slice is appended to the prompt.")] = None,
+        start: Annotated[int | None, Field(description="First char of the slice (needs name).")] = None,
+        end: Annotated[int | None, Field(description="End of the slice, exclusive (needs name).")] = None,
+    ) -> ToolResult | InputRequiredResult:
         """Ask the sub-LLM one question yourself, optionally about a slice of a context: the slice
         context[start:end] of context `name` is appended to the prompt, so it never passes through
         your own window. Spends the session's sub-query budget.
 
-        Example: sub_query(prompt="List the people named in this section.", name="context",
-                           start=120000, end=160000)
+        Example: sub_query(prompt="List the people named in this section.", name="context", start=120000,
+        end=160000)
         """
         session = await session_for(ctx, sub_queries=True)
         if session.selection.mode == "mrtr":
-            return await _run(mrtr.sub_query_round(session, ctx, prompt, name, start, end))
-        return await _run(session.sub_query(prompt, name, start, end))
+            return await _run(mrtr.sub_query_round(session, ctx, prompt, name, start, end), limit)
+        return await _run(session.sub_query(prompt, name, start, end), limit)
 
-    @mcp.tool(annotations=LOCAL)
-    async def rlm_solve(ctx: Context, question: str, name: str = "context") -> dict[str, Any]:
+    @tool(LOCAL)
+    async def rlm_solve(
+        ctx: Context,
+        question: Annotated[str, Field(description="The question to answer from the context.")],
+        name: Annotated[str, Field(description="The loaded context to work on.")] = "context",
+    ) -> ToolResult:
         """Let the server run the whole RLM loop on a loaded context and return the final answer.
 
         The root model is reached through MCP sampling (your client's model, protocol 2025-11-25)
@@ -233,10 +313,17 @@ def register_tools(mcp: MCPServer, registry: SessionRegistry) -> None:
         Example: rlm_solve(question="How many distinct error codes appear?", name="logs")
         """
         session = await session_for(ctx, sub_queries=True)
-        return await _run(session.solve(question, name, progress_for(ctx)))
+        return await _run(session.solve(question, name, progress_for(ctx)), limit)
 
-    @mcp.tool(annotations=READ_ONLY)
-    async def get_variable(ctx: Context, name: str, start: int = 0, end: int | None = None) -> dict[str, Any]:
+    @tool(READ_ONLY)
+    async def get_variable(
+        ctx: Context,
+        name: Annotated[str, Field(description="A sandbox variable, 'FINAL' (the last final answer) or "
+                                               "'pending:<id>' (a pending prompt).")],
+        start: Annotated[int, Field(description="First char of str(variable) to read.")] = 0,
+        end: Annotated[int | None, Field(description="Where to stop (exclusive); null reads as far as the cap "
+                                                     "allows.")] = None,
+    ) -> ToolResult:
         """Read a slice of str(variable) from the sandbox: for long results and final answers that
         exec_python had to cut. name="FINAL" reads the last final answer. Output is capped; when
         `truncated` is true, call again with start=<returned end>.
@@ -244,18 +331,21 @@ def register_tools(mcp: MCPServer, registry: SessionRegistry) -> None:
         Example: get_variable(name="answer", start=20000)
         """
         session = await session_for(ctx)
-        return await _run(session.get_variable(name, start, end))
+        return await _run(session.get_variable(name, start, end), limit)
 
-    @mcp.tool(annotations=READ_ONLY)
-    async def rlm_status(ctx: Context) -> dict[str, Any]:
+    @tool(READ_ONLY)
+    async def rlm_status(ctx: Context) -> ToolResult:
         """Show this session's state: sub-LLM backend in use (and why), budgets spent and left,
         contexts, variables, the sandbox worker, pending sub-queries and limits."""
         session = await session_for(ctx, sub_queries=True)
-        return clean_json(registry.status(session, ctx))
+        return _result(clean_json(registry.status(session, ctx)), limit)
 
-    @mcp.tool(annotations=ToolAnnotations(destructive_hint=True, open_world_hint=False))
-    async def reset_session(ctx: Context, keep_contexts: bool = True) -> dict[str, Any]:
+    @tool(ToolAnnotations(destructive_hint=True, open_world_hint=False))
+    async def reset_session(
+        ctx: Context,
+        keep_contexts: Annotated[bool, Field(description="false also drops every loaded context.")] = True,
+    ) -> ToolResult:
         """Start a fresh REPL: all variables (and any paused execution) are dropped. Contexts stay
         loaded unless keep_contexts=false."""
         session = await session_for(ctx)
-        return await _run(session.reset(keep_contexts))
+        return await _run(session.reset(keep_contexts), limit)

@@ -8,12 +8,14 @@ the same tool's text, a compact timeline. The extension also records every tool 
 
 from __future__ import annotations
 
-from typing import Any
+import inspect
+from typing import Annotated, Any
 
 from mcp.server.apps import Apps, client_supports_apps
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import Context
 from mcp.types import CallToolRequestParams, CallToolResult, TextContent, ToolAnnotations
+from pydantic import Field
 
 from ..shaping import clean_json
 from .calls import record_call
@@ -76,9 +78,10 @@ def trace_text(snapshot: dict[str, Any], limit: int) -> str:
 def build_trace_app(registry: Any) -> TraceApps:
     apps = TraceApps()
 
-    @apps.tool(resource_uri=TRACE_APP_URI, name="show_trace",
-               annotations=ToolAnnotations(read_only_hint=True, open_world_hint=False))
-    async def show_trace(ctx: Context, last: int = 200) -> CallToolResult:
+    async def show_trace(
+        ctx: Context,
+        last: Annotated[int, Field(description="How many of the newest calls to include.")] = 200,
+    ) -> CallToolResult:
         """Show this session's trajectory: every tool call so far with its duration, the code run
         and its output, the sub-queries each execution made, totals (time, sub-queries, tokens) and
         the final answer. In hosts with MCP Apps it opens as an interactive view; elsewhere it is
@@ -95,6 +98,10 @@ def build_trace_app(registry: Any) -> TraceApps:
                        "calls_shown": len(snapshot["events"]), "running": len(snapshot["running"])}
             return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=summary)
         return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=snapshot)
+
+    # Dedented: the description is the model's to read.
+    apps.tool(resource_uri=TRACE_APP_URI, name="show_trace", description=inspect.cleandoc(show_trace.__doc__ or ""),
+              annotations=ToolAnnotations(read_only_hint=True, open_world_hint=False))(show_trace)
 
     apps.add_html_resource(TRACE_APP_URI, app_page(), name="trajectory",
                            title="rlm-mcp trajectory",

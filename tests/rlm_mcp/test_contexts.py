@@ -183,29 +183,43 @@ async def test_peek_last_line_without_newline():
     assert (await peek(c, 1, unit="lines"))["text"] == "b"
 
 
-async def test_peek_chars_cap_truncates_and_says_where_to_continue(ctx):
-    out = await peek(ctx, 0, max_chars=10)
-    assert out["text"] == TEXT[:10]
-    assert out["truncated"] is True and out["end"] == 10
-    follow = await peek(ctx, out["end"], max_chars=10)
-    assert follow["text"] == TEXT[10:20]
+async def test_peek_chars_cap_truncates_and_says_where_to_continue():
+    c = make(TEXT * 50)
+    out = await peek(c, 0, max_chars=1000)
+    assert json_chars(out) <= 1000
+    assert 0 < out["end"] < c.chars and out["text"] == c.text[: out["end"]]
+    assert out["truncated"] is True and f"start={out['end']}" in out["hint"]
+    follow = await peek(c, out["end"], max_chars=1000)
+    assert follow["text"] == c.text[out["end"]: follow["end"]] and follow["end"] > out["end"]
 
 
-async def test_peek_lines_cap_serves_whole_lines_only(ctx):
-    out = await peek(ctx, 0, unit="lines", max_chars=25)
-    assert out["text"] == "alpha one\nbeta two\n"
-    assert out["end"] == 2 and out["truncated"] is True
-    rest = await peek(ctx, out["end"], unit="lines")
-    assert out["text"] + rest["text"] == TEXT
+async def test_peek_cap_counts_the_text_as_json_where_escapes_take_more():
+    """A newline is two characters in the JSON text a client gets, a control character six."""
+    for char, escaped in (("\n", 2), ("\x01", 6)):
+        c = make(char * 3000)
+        out = await peek(c, 0, max_chars=1000)
+        assert json_chars(out) <= 1000
+        assert 0 < len(out["text"]) < 1000 // escaped and out["end"] == len(out["text"])
+
+
+async def test_peek_lines_cap_serves_whole_lines_only():
+    c = make(TEXT * 50)
+    out = await peek(c, 0, unit="lines", max_chars=1000)
+    assert json_chars(out) <= 1000
+    assert out["text"] == "".join(c.text.splitlines(keepends=True)[: out["end"]])
+    assert 0 < out["end"] < c.lines and out["truncated"] is True
+    rest = await peek(c, out["end"], unit="lines")
+    assert out["text"] + rest["text"] == c.text
 
 
 async def test_peek_a_line_longer_than_the_cap_says_how_to_read_the_rest():
-    c = make("short\n" + "x" * 100 + "\nend\n")
-    out = await peek(c, 1, unit="lines", max_chars=30)
-    assert out["text"] == "x" * 30
+    c = make("short\n" + "x" * 3000 + "\nend\n")
+    out = await peek(c, 1, unit="lines", max_chars=1000)
+    assert json_chars(out) <= 1000
+    assert 0 < len(out["text"]) < 1000 and out["text"] == "x" * len(out["text"])
     assert out["truncated"] is True
     assert "unit='chars'" in out["hint"]
-    assert f"start={6 + 30}" in out["hint"]
+    assert f"start={6 + len(out['text'])}" in out["hint"]
 
 
 @pytest.mark.parametrize(("start", "end"), [(len(TEXT) + 1, None), (-len(TEXT) - 1, None), (10, 5)])
