@@ -18,6 +18,10 @@ _BENCHMARKS = {
               "load, exec, analysis, peek, search, memory at 1/50/200 MB"),
     "quality": ("bench.bench_quality", "RLM vs bare model on S-NIAH, OOLONG-like and pairs tasks with a real local "
                 "model (SmolLM2-135M via llama-cpp-python, own venv bench/.quality-venv)"),
+    "pdf-libraries": ("bench.bench_pdf_libraries", "pypdfium2 vs pypdf vs pdfminer.six: time, pages and text "
+                      "found on generated and real PDFs, errors on encrypted and broken ones"),
+    "documents": ("bench.bench_documents", "load_context of a folder of 100 PDF pages (and DOCX, HTML, archives) "
+                  "vs the same text as .txt files; the PDF reader process's overhead"),
     "soak": ("bench.soak", "rlm-mcp --http under a stream of short sessions for --minutes N (default 2): "
              "RSS of server + workers and latency per minute, last/first ratios, workers reaped"),
 }

@@ -1,7 +1,7 @@
 """PDF: the text of every page in order, each after a ``--- page N ---`` line, read by PDFium
 (pypdfium2) in a separate process that is killed when a PDF takes longer than ``TIMEOUT``.
 
-Why pypdfium2: 14-20x faster than pypdf and pdfminer.six on the same files with text as good
+Why pypdfium2: 4-14x faster than pypdf and 19-35x faster than pdfminer.six with the same text
 (bench/results/pdf-libraries.md), maintained, with wheels for Linux, macOS and Windows that carry
 PDFium itself. Why a process: a thread cannot be stopped, and PDFium is C++ fed with untrusted
 bytes; a process can be killed at the deadline, and its crash or memory blow-up is its own.
