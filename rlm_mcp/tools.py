@@ -138,7 +138,9 @@ def register_tools(mcp: MCPServer, registry: SessionRegistry) -> None:
         Give exactly one source:
         - text: the content itself;
         - path: a file, or a folder (every text file under it, recursively, each preceded by a
-          line '==> relative/path <==', binary files skipped and listed);
+          line '==> relative/path <==', binary files skipped and listed). PDF (each page after a
+          '--- page N ---' line), Word .docx, HTML (visible text), notebooks, .gz/.bz2/.xz and
+          .zip/.tar bundles (each member under '==> bundle.zip/member <==') are read as text;
         - glob: e.g. 'src/**/*.py' (same headers);
         - url: an http(s) page or file (only if the server was started with --allow-url).
         Paths must lie inside the server's allowed roots (--root, default: its working directory).
@@ -147,7 +149,9 @@ def register_tools(mcp: MCPServer, registry: SessionRegistry) -> None:
 
         In exec_python the default context is the variable `context`; every context is in
         `contexts[name]`. Returns a summary: chars, lines, tokens (token_encoding says how they
-        were counted), number of files, a short head/tail preview. Next: peek/search it, or
+        were counted), number of files, a short head/tail preview, `skipped` ({path, reason} of
+        each file left out: binary, broken, encrypted) and `converters` ({path: converter} of
+        each file that was not plain text). Next: peek/search it, or
         explore it with exec_python.
 
         Example: load_context(path="docs/", name="docs")

@@ -96,7 +96,9 @@ FORMATS: tuple[_Format, ...] = (
             what="tar bundles, plain or compressed: each member under its own header"),
     _Format("zip", "archives", (".zip",), what="zip bundles: each member under its own header"),
     _Format("gzip", "compressed", (".gz",), (b"\x1f\x8b",), what="one gzip-compressed file"),
-    _Format("bzip2", "compressed", (".bz2",), (b"BZh",), what="one bzip2-compressed file"),
+    # "BZh" alone starts ordinary words; a real stream has the level and the block magic after it.
+    _Format("bzip2", "compressed", (".bz2",), tuple(b"BZh%d1AY&SY" % i for i in range(1, 10)),
+            what="one bzip2-compressed file"),
     _Format("xz", "compressed", (".xz",), (b"\xfd7zXZ\x00",), what="one xz-compressed file"),
     _Format("pdf", "pdf", (".pdf",), (b"%PDF-",), what="text per page, each after a '--- page N ---' line"),
     _Format("docx", "docx", (".docx",), what="Word paragraphs and tables"),

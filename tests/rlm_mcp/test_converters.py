@@ -77,7 +77,7 @@ def test_notebook_cells_in_order_with_markers_and_outputs_as_text():
     ("name", "head", "expected"),
     [("a.PDF", b"", "pdf"), ("x", b"%PDF-1.7", "pdf"), ("b.tar.gz", b"\x1f\x8b", "tar"), ("c.tgz", b"", "tar"),
      ("d.gz", b"", "gzip"), ("noext", b"\x1f\x8b\x08", "gzip"), ("e.docx", b"PK", "docx"), ("f.zip", b"", "zip"),
-     ("g.htm", b"", "html"), ("h.ipynb", b"", "notebook"), ("i.log.xz", b"", "xz"), ("j.bz2", b"", "bzip2")],
+     ("g.htm", b"", "html"), ("h.ipynb", b"", "notebook"), ("i.log.xz", b"", "xz"), ("j.bz2", b"", "bzip2"), ("k", b"BZh91AY&SY", "bzip2")],
 )
 def test_formats_are_found_by_suffix_then_magic_bytes(name, head, expected):
     fmt = find(name, head)
@@ -87,6 +87,7 @@ def test_formats_are_found_by_suffix_then_magic_bytes(name, head, expected):
 def test_plain_text_and_unknown_zips_are_no_format():
     assert find("notes.txt", b"hello") is None
     assert find("blob", b"PK\x03\x04") is None  # a zip without a known suffix could be anything
+    assert find("notes", b"BZh, said the text") is None
 
 
 @pytest.fixture

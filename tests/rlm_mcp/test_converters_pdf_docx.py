@@ -161,3 +161,31 @@ async def test_pdfs_and_word_files_through_the_load_context_tool(make_client, of
         assert single["converters"] == {"office/report.pdf": "pdf"} and single["lines"] == 7
         is_error, message = await call_raw(client, "load_context", path="office/torn.pdf", name="torn")
         assert is_error and "broken PDF" in message
+
+
+async def test_conversion_never_blocks_the_event_loop(tmp_path: Path):
+    """A ticker keeps running while a long PDF and a large page convert: the longest pause it sees
+    is a small part of the load (blocked, it would be the whole load)."""
+    import anyio
+
+    (tmp_path / "long.pdf").write_bytes(make_pdf([[f"page {i} line {j} words" for j in range(40)] for i in range(300)]))
+    (tmp_path / "big.html").write_text("<p>" + "word " * 200_000 + "</p>" * 2000)
+    gaps: list[float] = []
+
+    async def tick(done: anyio.Event) -> None:
+        last = anyio.current_time()
+        while not done.is_set():
+            await anyio.sleep(0.005)
+            now = anyio.current_time()
+            gaps.append(now - last)
+            last = now
+
+    done = anyio.Event()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(tick, done)
+        start = anyio.current_time()
+        src = await load_path(str(tmp_path), LoadLimits(roots=[tmp_path]))
+        elapsed = anyio.current_time() - start
+        done.set()
+    assert src.converters == {"big.html": "html", "long.pdf": "pdf"}
+    assert elapsed > 0.2 and max(gaps) < elapsed / 2, (max(gaps), elapsed)
