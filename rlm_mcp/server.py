@@ -19,6 +19,7 @@ from mcp.types import INVALID_PARAMS, Completion, ResourceTemplateReference
 from . import __version__
 from .arguments import RlmServer
 from .config import Settings
+from .context_resources import ContextResources
 from .errors import UnknownContext
 from .logs import quiet_routine_logs
 from .prompts import ROOT_PROMPT, root_prompt
@@ -70,7 +71,7 @@ def build_server(settings: Settings | None = None) -> MCPServer:
         instructions=ROOT_PROMPT,
         lifespan=lifespan,
         log_level=settings.log_level.upper(),  # type: ignore[arg-type]
-        middleware=[middleware],
+        middleware=[middleware, ContextResources(registry)],
         # show_trace and its ui:// view; it also records every tool call into the session's trace.
         extensions=[build_trace_app(registry)],
     )

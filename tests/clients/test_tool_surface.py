@@ -70,6 +70,29 @@ async def test_a_list_of_answers_with_a_repeated_or_malformed_item_is_refused(ma
         assert still.structured_content["status"] == "ok"
 
 
+# -- 2. resources/list lists each loaded context ---------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_resources_list_shows_each_loaded_context_and_the_template_stays(make_client, mode):
+    async with make_client(mode) as client:
+        before = {str(r.uri) for r in (await client.list_resources()).resources}
+        assert not any(uri.startswith("context://") for uri in before)
+        await client.call_tool("load_context", {"text": "hello resource", "name": "notes"})
+        await client.call_tool("load_context", {"text": "x" * 5000})
+        listed = {str(r.uri): r for r in (await client.list_resources()).resources}
+        assert {"context://notes", "context://context"} <= set(listed)
+        assert before <= set(listed)  # the trace view's ui:// resource is still there
+        notes = listed["context://notes"]
+        assert notes.name == "notes" and notes.mime_type == "application/json" and "14 characters" in notes.description
+        body = json.loads((await client.read_resource(notes.uri)).contents[0].text)
+        assert body["head"] == "hello resource"
+        templates = (await client.list_resource_templates()).resource_templates
+        assert any(t.uri_template == "context://{name}" for t in templates)
+        await client.call_tool("reset_session", {"keep_contexts": False})
+        assert not any(str(r.uri).startswith("context://") for r in (await client.list_resources()).resources)
+
+
 # -- 3. descriptions: dedented, every argument described, closed sets as enums ------------------
 
 
