@@ -101,7 +101,11 @@ def line_starts(text: str, offset: int = 0) -> array:
 class Context:
     """What the server knows of one loaded text. ``files`` lists the paths or URL it came from;
     ``skipped`` the files left out, as ``{path, reason}`` (binary, unreadable, broken or encrypted
-    documents). ``tokens`` is None until counted."""
+    documents). ``tokens`` is None until counted;
+    ``token_count`` says what it is: ``"counting"`` (an estimate while the exact count runs in the
+    background), ``"exact"`` (counted with ``token_encoding``) or ``"estimate"`` (chars / 4, for
+    good). ``generation`` tells one load of a name from the next, so that a count that finishes
+    late is never put on the text that replaced it."""
 
     name: str
     chars: int = 0
@@ -111,6 +115,8 @@ class Context:
     skipped: list[dict[str, str]] = field(default_factory=list)
     tokens: int | None = None
     token_encoding: str | None = None
+    token_count: str = "estimate"
+    generation: int = 0
     starts: array = field(default_factory=lambda: array("I"), repr=False)
     ends_with_newline: bool = False
 
@@ -196,6 +202,10 @@ class ContextStore:
                 f"No context named {name!r}. Loaded contexts: {loaded}. "
                 "Load one with load_context first, or pass one of the loaded names."
             ) from None
+
+    def current(self, name: str) -> Context | None:
+        """The context stored under ``name`` now, or None (safe from any thread)."""
+        return self._contexts.get(name)
 
     def names(self) -> list[str]:
         return list(self._contexts)

@@ -98,6 +98,7 @@ def build_server(settings: Settings | None = None) -> MCPServer:
                 "chars": c.chars,
                 "tokens": c.tokens,
                 "token_encoding": c.token_encoding,
+                "token_count": c.token_count,
                 "files": len(c.files),
                 "head": c.head[:2000],
                 "tail": c.tail[-1000:] if c.chars > 2000 else "",

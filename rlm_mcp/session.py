@@ -8,7 +8,10 @@ Outputs are capped (hosts cut long tool results) and say how to read the rest.
 from __future__ import annotations
 
 import ctypes
+import itertools
 import logging
+import math
+import threading
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -49,7 +52,8 @@ from .loaders import LoadedSource, LoadLimits, load_glob, load_path, load_text
 from .urls import load_url
 from .solver import SolveResult, run_rlm_loop
 from .subqueries import Selection, SubQueryRouter
-from .tokens import TokenCounter, get_token_counter
+from .counting import CountJob
+from .tokens import ESTIMATE
 from .shaping import cap_text, clean_json, fitting_prefix, json_chars, shape_exec_result
 from .trace import Tracer
 
@@ -60,6 +64,8 @@ logger = logging.getLogger(__name__)
 Progress = Callable[[float, "float | None", str], Awaitable[None]]
 
 _PREVIEW = 300
+_COUNTING_NOTE = ("tokens is an estimate (chars / 4) for now: the exact count runs in the background; "
+                  "list_contexts and rlm_status show it (token_count 'exact') when done.")
 _MIB = 1024 * 1024
 
 
@@ -82,6 +88,11 @@ class RlmSession:
         self._loads = 0
         self._loads_done = anyio.Event()
         self._loads_done.set()
+        # Exact token counts running in the background, by context name (see counting.py). The
+        # lock orders a count's arrival against the load that replaces its context.
+        self._counts: dict[str, CountJob] = {}
+        self._count_lock = threading.Lock()
+        self._generations = itertools.count(1)
         # The trajectory: kept in memory for show_trace, written to --trace-dir when set. A child
         # RLM records into its parent's, under the call that started it.
         self._owns_tracer = tracer is None
@@ -159,6 +170,7 @@ class RlmSession:
                     for name in sandbox.contexts_lost:
                         logger.warning("context %r of %s was removed from disk; it is gone", name, self.label)
                         if name in self.contexts:
+                            self._cancel_counts(name)
                             self.contexts.drop(name)
                     if self._closed:  # aclose() ran meanwhile and could not see this worker
                         raise RlmError("This session was closed while its worker was starting.")
@@ -193,6 +205,7 @@ class RlmSession:
     async def aclose(self) -> None:
         self._closed = True
         await self.stop_worker()
+        self._cancel_counts()
         self.contexts.clear()
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(self._texts.close)
@@ -271,10 +284,9 @@ class RlmSession:
                             ) -> dict[str, Any]:
         previous = self.contexts.get(name) if append and name in self.contexts else None
         replaced = self.contexts.get(name) if not append and name in self.contexts else None
-        counter = get_token_counter()
         sandbox = await self.sandbox()
         text, source.text = source.text, ""
-        indexed, spilled, new_tokens = await self._prepare(sandbox, name, text, previous, source, counter, progress)
+        indexed, spilled = await self._prepare(sandbox, name, text, previous, source, progress)
         del text  # from here on the worker holds the only copy in memory
         # Before the worker decodes its copy: what the read, the count and the index freed.
         await anyio.to_thread.run_sync(_give_back_freed_memory)
@@ -289,18 +301,14 @@ class RlmSession:
             # And what streaming the file to the worker freed (chunk buffers glibc kept).
             await anyio.to_thread.run_sync(_give_back_freed_memory)
         ctx = indexed
-        if previous is None:
-            ctx.tokens = new_tokens
-        elif previous.tokens is not None:
-            ctx.tokens = previous.tokens + new_tokens
-        ctx.token_encoding = counter.encoding
-        self.contexts.put(ctx)
+        self._count_in_background(ctx, previous, spilled.nbytes)
         return {
             "name": name,
             "chars": ctx.chars,
             "lines": ctx.lines,
             "tokens": ctx.tokens,
-            "token_encoding": counter.encoding,
+            "token_encoding": ctx.token_encoding,
+            "token_count": ctx.token_count,
             "files": len(ctx.files),
             "paths": ctx.files[:50],
             "skipped": ctx.skipped[:50],
@@ -311,19 +319,77 @@ class RlmSession:
             "appended": previous is not None,
             "replaced": replaced is not None,
             "preview": ctx.preview(_PREVIEW),
+            **({"token_note": _COUNTING_NOTE} if ctx.token_count == "counting" else {}),
         }
+
+    def _count_in_background(self, ctx: ctxmod.Context, previous: ctxmod.Context | None, added_bytes: int) -> None:
+        """Store ``ctx`` with an estimate and start its exact count on the context's file: only the
+        appended bytes when the earlier text's count is exact, else the whole file. A count still
+        running for the name is cancelled; its result could only be stale."""
+        keep = previous is not None and previous.token_count == "exact" and previous.tokens is not None
+        base = previous.tokens if keep and previous is not None and previous.tokens is not None else 0
+        ctx.generation = generation = next(self._generations)
+        ctx.tokens = base + math.ceil((ctx.chars - (previous.chars if keep and previous else 0)) / 4)
+        ctx.token_encoding, ctx.token_count = ESTIMATE, "counting"
+        spilled = self._texts.get(ctx.name)
+
+        def done(tokens: int | None, encoding: str) -> None:
+            with self._count_lock:
+                if self._counts.get(ctx.name) is not job:
+                    return  # cancelled, or replaced by a later load's count
+                del self._counts[ctx.name]
+                if ctx.generation != generation or self.contexts.current(ctx.name) is not ctx:
+                    return  # the context was replaced or removed: this count is not its count
+                if tokens is None or encoding == ESTIMATE:
+                    ctx.token_count = "estimate"
+                    if tokens is not None:
+                        ctx.tokens = base + tokens
+                    else:
+                        logger.warning("token count of context %r failed (%s); keeping the estimate", ctx.name,
+                                       encoding)
+                    return
+                ctx.tokens, ctx.token_encoding, ctx.token_count = base + tokens, encoding, "exact"
+
+        job = None
+        if spilled is not None:
+            job = CountJob(spilled.path, spilled.nbytes - added_bytes if keep else 0, spilled.nbytes, done)
+        with self._count_lock:
+            old = self._counts.pop(ctx.name, None)
+            self.contexts.put(ctx)
+            if job is not None:
+                self._counts[ctx.name] = job
+            else:
+                ctx.token_count = "estimate"
+        if old is not None:
+            old.cancel()
+        if job is not None:
+            job.start()
+
+    def _cancel_counts(self, name: str | None = None) -> None:
+        """Stop the background counts of ``name`` (or of every context)."""
+        with self._count_lock:
+            names = list(self._counts) if name is None else [name]
+            jobs = [job for n in names if (job := self._counts.pop(n, None)) is not None]
+        for job in jobs:
+            job.cancel()
+
+    async def wait_for_counts(self, timeout: float = 300) -> bool:
+        """Wait until every background token count has finished (tests, benchmarks); False if
+        one is still running after ``timeout`` seconds."""
+        with self._count_lock:
+            jobs = list(self._counts.values())
+        for job in jobs:
+            if not await anyio.to_thread.run_sync(job.wait, timeout):
+                return False
+        return True
 
     @staticmethod
     async def _prepare(sandbox: SandboxSession, name: str, text: str, previous: ctxmod.Context | None,
-                       source: LoadedSource, counter: TokenCounter, progress: Progress | None
-                       ) -> tuple[ctxmod.Context, SpilledText, int]:
-        """Count the tokens of ``text``, index its lines and write it to disk, concurrently."""
+                       source: LoadedSource, progress: Progress | None) -> tuple[ctxmod.Context, SpilledText]:
+        """Index the lines of ``text`` and write it to disk, concurrently."""
         if progress is not None:
-            await progress(0, None, f"counting tokens and indexing {len(text):,} characters")
+            await progress(0, None, f"indexing {len(text):,} characters")
         done: dict[str, Any] = {}
-
-        async def count() -> None:
-            done["tokens"] = await counter.acount(text, progress)
 
         async def index() -> None:
             if previous is not None:
@@ -337,14 +403,13 @@ class RlmSession:
 
         try:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(count)
                 tg.start_soon(index)
                 tg.start_soon(spill)
         except BaseException:
             if "spilled" in done:
                 SpillStore.discard(done["spilled"])
             raise
-        return done["ctx"], done["spilled"], done["tokens"]
+        return done["ctx"], done["spilled"]
 
     def list_contexts(self) -> dict[str, Any]:
         return {
@@ -354,6 +419,7 @@ class RlmSession:
                     "chars": c.chars,
                     "tokens": c.tokens,
                     "token_encoding": c.token_encoding,
+                    "token_count": c.token_count,
                     "files": len(c.files),
                 }
                 for c in self.contexts
@@ -581,6 +647,7 @@ class RlmSession:
 
     async def reset(self, keep_contexts: bool = True) -> dict[str, Any]:
         if not keep_contexts:
+            self._cancel_counts()
             self.contexts.clear()
         if self._sandbox is not None:
             if keep_contexts:

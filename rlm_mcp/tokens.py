@@ -10,15 +10,18 @@ loaded, counts are an estimate (ceil(chars / 4)) and ``TokenCounter.encoding`` s
 from __future__ import annotations
 
 import base64
+import codecs
 import gzip
 import hashlib
 import importlib.util
+import json
 import logging
 import math
 import os
+import sys
 import threading
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -28,7 +31,7 @@ from rlm_mcp.errors import InvalidInput
 
 Progress = Callable[[float, "float | None", str], Awaitable[None]]
 
-__all__ = ["ESTIMATE", "ENCODINGS", "TokenCounter", "get_token_counter"]
+__all__ = ["ESTIMATE", "ENCODINGS", "TokenCounter", "count_file", "get_token_counter"]
 
 logger = logging.getLogger(__name__)
 
@@ -172,11 +175,17 @@ class TokenCounter:
             return math.ceil(len(text) / 4)
         if len(text) <= _PIECE_CHARS:
             return self._count_piece(text)
-        # At most two pieces per thread in flight, so memory stays a few MB whatever the size.
+        return self.count_pieces(_split(text))
+
+    def count_pieces(self, pieces: Iterable[str]) -> int:
+        """The sum of the counts of ``pieces`` (each cut at a pre-token boundary), counted on a
+        few threads. At most two pieces per thread are in flight, so memory stays a few MB."""
+        if self._enc is None:
+            return sum(math.ceil(len(p) / 4) for p in pieces)
         executor = self._executor()
         total = 0
         in_flight: deque[Future[int]] = deque()
-        for piece in _split(text):
+        for piece in pieces:
             in_flight.append(executor.submit(self._count_piece, piece))
             if len(in_flight) >= 2 * _THREADS:
                 total += in_flight.popleft().result()
@@ -247,7 +256,54 @@ def _build_counter(preferred: str) -> TokenCounter:
     return TokenCounter(None)
 
 
+def count_file(path: str | os.PathLike[str], start: int = 0, end: int | None = None,
+               preferred: str = "o200k_base") -> tuple[int, str]:
+    """(tokens, encoding) of the UTF-8 bytes ``start:end`` of a file (lone surrogates written with
+    ``surrogatepass`` allowed), read and decoded a block at a time and counted on the counter's
+    threads, so memory stays a few blocks whatever the size. ``start`` must be a char boundary."""
+    counter = get_token_counter(preferred)
+    decoder = codecs.getincrementaldecoder("utf-8")("surrogatepass")
+    with open(path, "rb") as f:
+        f.seek(start)
+        left = (end if end is not None else os.fstat(f.fileno()).st_size) - start
+        if counter.is_estimate:
+            chars = 0
+            while left > 0 and (block := f.read(min(left, 4 * _PIECE_CHARS))):
+                left -= len(block)
+                chars += len(decoder.decode(block))
+            return math.ceil((chars + len(decoder.decode(b"", final=True))) / 4), counter.encoding
+
+        def pieces() -> Iterator[str]:
+            nonlocal left
+            pending = ""
+            while left > 0 and (block := f.read(min(left, _PIECE_CHARS))):
+                left -= len(block)
+                pending += decoder.decode(block)
+                if len(pending) > _PIECE_CHARS + _CUT_SEARCH:
+                    cut = _find_cut(pending, len(pending) - _CUT_SEARCH // 2, _PIECE_CHARS // 2)
+                    yield pending[:cut]
+                    pending = pending[cut:]
+            yield pending + decoder.decode(b"", final=True)
+
+        return counter.count_pieces(pieces()), counter.encoding
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m rlm_mcp.tokens PATH START END [ENCODING]``: print ``{"tokens": n, "encoding":
+    name}`` for the bytes ``START:END`` of PATH. The server runs this in a short-lived process so
+    that the tokenizer (~50 MB) and the counting threads never live in the server."""
+    args = sys.argv[1:] if argv is None else argv
+    path, start, end = args[0], int(args[1]), int(args[2])
+    tokens, encoding = count_file(path, start, end, args[3] if len(args) > 3 else "o200k_base")
+    sys.stdout.write(json.dumps({"tokens": tokens, "encoding": encoding}) + "\n")
+    return 0
+
+
 def _clear_cache() -> None:
     """Forget loaded counters (tests)."""
     with _cache_lock:
         _cache.clear()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -148,8 +148,9 @@ def register_tools(mcp: MCPServer, registry: SessionRegistry) -> None:
         already in use replaces that context (the result says `replaced: true`).
 
         In exec_python the default context is the variable `context`; every context is in
-        `contexts[name]`. Returns a summary: chars, lines, tokens (token_encoding says how they
-        were counted), number of files, a short head/tail preview, `skipped` ({path, reason} of
+        `contexts[name]`. Returns a summary: chars, lines, tokens (an estimate, token_count
+        'counting', while the exact count runs in the background; list_contexts shows it when
+        done), number of files, a short head/tail preview, `skipped` ({path, reason} of
         each file left out: binary, broken, encrypted) and `converters` ({path: converter} of
         each file that was not plain text). Next: peek/search it, or
         explore it with exec_python.
