@@ -31,7 +31,7 @@ def ensure_installed(directory: Path, *needed: Path, timeout: float = 600) -> No
     if shutil.which("node") is None or npm is None:
         pytest.skip(f"node and npm are needed to install {directory.name}'s packages (npm ci in {directory})")
     try:
-        done = subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--fetch-retries=1"], cwd=directory,
+        done = subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=directory,
                               capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         pytest.skip(f"npm ci in {directory} took over {timeout:g} s (a slow or unreachable registry)")

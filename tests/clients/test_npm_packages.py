@@ -33,6 +33,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     # would offline, and no traffic leaves the machine.
     monkeypatch.setenv("npm_config_registry", f"http://127.0.0.1:{free_port()}/")
     monkeypatch.setenv("npm_config_cache", str(tmp_path / "npm-cache"))
+    monkeypatch.setenv("npm_config_fetch_retries", "0")  # refused is final: no back-off to wait through
     directory = tmp_path / "probe"
     directory.mkdir()
     (directory / "package.json").write_text(json.dumps({"name": "probe", "version": "1.0.0",
