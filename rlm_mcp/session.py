@@ -49,7 +49,6 @@ from .errors import (
     UnknownVariable,
 )
 from .loaders import LoadedSource, LoadLimits, load_glob, load_path, load_text
-from .urls import load_url
 from .solver import SolveResult, run_rlm_loop
 from .subqueries import Selection, SubQueryRouter
 from .counting import CountJob
@@ -268,6 +267,8 @@ class RlmSession:
             source = await load_glob(glob, limits, progress)
         else:
             assert url is not None
+            from .urls import load_url  # here: httpx costs the server ~2 MB, and most never load a URL
+
             source = await load_url(url, limits, progress)
         return await self._store(name, source, append, progress)
 

