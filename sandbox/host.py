@@ -322,7 +322,7 @@ class SandboxSession:
         if the host is gone while code spins. CPU time counts for the worker's whole life."""
         used = _cpu_seconds(self._worker_pid)
         extra = min(extra, 1e6) if 0 < extra < float("inf") else 0.0
-        self._set_rlimit(resource.RLIMIT_CPU, int(used + 2 * self.limits.exec_timeout + 10 + extra))
+        self._set_rlimit(resource.RLIMIT_CPU, int(used + 2 * self.limits.exec_timeout + self.limits.cpu_margin + extra))
 
     async def _kill(self) -> int | None:
         """Kill the worker (and bubblewrap around it) and reap it; return the worker's exit status."""

@@ -27,12 +27,15 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Limits:
-    """Per-session limits; every one is a server flag."""
+    """Per-session limits; every one but ``cpu_margin`` is a server flag."""
 
     exec_timeout: float = 60.0
     """Seconds of running time per execution (time blocked on sub-queries not counted)."""
     kill_grace: float = 2.0
     """Extra seconds before the host kills a worker whose code ignored the timeout."""
+    cpu_margin: float = 10.0
+    """CPU seconds beyond 2 x exec_timeout before RLIMIT_CPU ends a worker whose host failed to
+    stop it (a backstop for a host that is gone, so generous; tests shorten it)."""
     memory_mb: int | None = None
     """Fixed address-space cap for the worker; None sizes it to the contexts plus the margin."""
     memory_margin_mb: int = 1024
