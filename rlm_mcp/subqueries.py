@@ -106,6 +106,7 @@ class SubQueryRouter:
         self._system_counts: dict[str, int] = {}
         self.tracer = tracer
         self.last: Selection | None = None
+        self._provider_probe: dict[str, Any] = {}
 
     # -- choosing ---------------------------------------------------------------------------
 
@@ -120,6 +121,13 @@ class SubQueryRouter:
                 timeout=self.settings.sub_query_timeout,
             )
         return self._provider
+
+    async def probe_provider(self) -> None:
+        """Check that the configured provider answers; rlm_status shows the outcome."""
+        provider = self.provider()
+        probe = getattr(provider, "probe", None)
+        if probe is not None:
+            self._provider_probe = await probe()
 
     def command(self) -> SubLlm | None:
         """The ``--llm-command`` backend, made on first use (its program was checked at start-up)."""
@@ -329,7 +337,8 @@ class SubQueryRouter:
             "usage": self.usage.as_dict(),
         }
         if self.settings.llm_base_url:
-            info["provider"] = {"base_url": self.settings.llm_base_url, "model": self.settings.llm_model}
+            info["provider"] = {"base_url": self.settings.llm_base_url, "model": self.settings.llm_model,
+                                **self._provider_probe}
         command = self.command()
         if command is not None:
             # Program and masked arguments only: never the environment, never a key in the arguments.

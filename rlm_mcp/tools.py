@@ -341,8 +341,10 @@ def register_tools(mcp: MCPServer, registry: SessionRegistry) -> None:
     @tool(READ_ONLY)
     async def rlm_status(ctx: Context) -> ToolResult:
         """Show this session's state: sub-LLM backend in use (and why), budgets spent and left,
-        contexts, variables, the sandbox worker, pending sub-queries and limits."""
+        contexts, variables, the sandbox worker, pending sub-queries and limits; with a provider
+        (--llm-base-url), whether it can be reached."""
         session = await session_for(ctx, sub_queries=True)
+        await session.router.probe_provider()
         return _result(clean_json(registry.status(session, ctx)), limit)
 
     @tool(ToolAnnotations(destructive_hint=True, open_world_hint=False))

@@ -91,6 +91,17 @@ class ProviderBackend:
 
     _retry_after: float | None = None
 
+    async def probe(self, timeout: float = 3.0) -> dict[str, Any]:
+        """Whether the endpoint answers at all (any HTTP status counts), for rlm_status: a wrong
+        host or port shows up there instead of as slow failing sub-queries."""
+        try:
+            response = await self._client.get(f"{self.base_url}/models", timeout=timeout)
+        except httpx.TimeoutException:
+            return {"reachable": False, "problem": f"no answer within {timeout:g} s"}
+        except httpx.TransportError as exc:
+            return {"reachable": False, "problem": f"cannot reach {self.base_url} ({type(exc).__name__}: {exc})"}
+        return {"reachable": True, "http_status": response.status_code}
+
     def _delay(self, attempt: int, problem: str) -> float:
         hinted, self._retry_after = self._retry_after, None
         base = self.backoff * (2 ** (attempt - 1))

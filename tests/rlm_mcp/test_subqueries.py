@@ -8,6 +8,7 @@ import anyio
 import pytest
 from mcp import types
 
+from conftest import free_port
 from llm_server import FakeOpenAI, serve_fake_openai
 
 
@@ -284,3 +285,14 @@ async def test_in_host_mode_an_rlm_query_shows_its_context_to_the_answering_mode
         assert paused["pending"][0]["prompt"] == "Which colour?\n\nthe sky is green"
         done = await call(client, "answer_sub_queries", answers={paused["pending"][0]["id"]: "green"})
         assert done["status"] == "ok" and done["variables"]["r"] == "str[5] 'green'"
+
+
+async def test_rlm_status_says_whether_the_provider_can_be_reached(make_client):
+    """A wrong host or port shows in rlm_status at once, not as sub-queries that fail slowly."""
+    async with make_client("legacy", llm_base_url=f"http://127.0.0.1:{free_port()}/v1") as client:
+        provider = (await call(client, "rlm_status"))["sub_llm"]["provider"]
+        assert provider["reachable"] is False and "cannot reach" in provider["problem"]
+    with serve_fake_openai(FakeOpenAI()) as fake:
+        async with make_client("legacy", llm_base_url=fake.url) as client:
+            provider = (await call(client, "rlm_status"))["sub_llm"]["provider"]
+            assert provider["reachable"] is True and isinstance(provider["http_status"], int)
