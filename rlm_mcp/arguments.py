@@ -49,7 +49,8 @@ def argument_error(tool: str, exc: ValidationError, schema: dict[str, Any], argu
         if error.get("type") == "missing":
             sentences.append(f"{name} is required ({expected}).")
         else:
-            sentences.append(f"{name} must be {expected}, not {_shown(arguments.get(name))}.")
+            value = error.get("input") if len(loc) == 1 else arguments.get(name)
+            sentences.append(f"{name} must be {expected}, not {_shown(value)}.")
     return f"Invalid arguments for {tool}: " + " ".join(sentences)
 
 

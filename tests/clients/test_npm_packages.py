@@ -34,6 +34,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("npm_config_registry", f"http://127.0.0.1:{free_port()}/")
     monkeypatch.setenv("npm_config_cache", str(tmp_path / "npm-cache"))
     monkeypatch.setenv("npm_config_fetch_retries", "0")  # refused is final: no back-off to wait through
+    monkeypatch.setenv("RLM_NPM_INSTALL", "1")
     directory = tmp_path / "probe"
     directory.mkdir()
     (directory / "package.json").write_text(json.dumps({"name": "probe", "version": "1.0.0",
@@ -57,4 +58,12 @@ def test_packages_already_there_need_no_registry(project: Path) -> None:
 def test_a_broken_lockfile_fails_rather_than_skips(project: Path) -> None:
     (project / "package-lock.json").write_text("{ not json")
     with pytest.raises(AssertionError, match="npm ci in"):
+        ensure_installed(project, project / "node_modules" / "left-pad" / "index.js", timeout=120)
+
+
+def test_missing_packages_skip_with_the_install_command_unless_asked_to_install(
+        project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RLM_NPM_INSTALL")
+    (project / "package-lock.json").write_text("{ not json")  # npm would fail: it must not run
+    with pytest.raises(pytest.skip.Exception, match="npm ci --prefix"):
         ensure_installed(project, project / "node_modules" / "left-pad" / "index.js", timeout=120)
