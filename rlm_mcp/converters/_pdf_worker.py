@@ -7,7 +7,8 @@ process only, and the parent can kill it at a deadline, which it could not do to
 Frames: a request is a JSON line ``{"size": n, "max_chars": c}`` and ``n`` bytes of PDF; a reply
 is a JSON line ``{"ok": true, "pages": k, "size": m}`` and ``m`` bytes of UTF-8 text, or
 ``{"ok": false, "reason": "..."}``, or ``{"ok": false, "too_large": true}``. ``READY`` first.
-The process ends on EOF, or after ``IDLE`` seconds without a request.
+The process ends on EOF, or after ``IDLE`` seconds without a request (the parent ends idle
+readers sooner; this is for a parent that stopped without closing the pipe).
 """
 
 import json
@@ -16,7 +17,7 @@ import resource
 import select
 import sys
 
-IDLE = 60.0
+IDLE = 300.0
 MEMORY = 3 << 30  # address space: a hostile PDF fails with MemoryError instead of taking the machine
 
 

@@ -6,8 +6,10 @@ Why pypdfium2: 4-14x faster than pypdf and 19-35x faster than pdfminer.six with 
 PDFium itself. Why a process: a thread cannot be stopped, and PDFium is C++ fed with untrusted
 bytes; a process can be killed at the deadline, and its crash or memory blow-up is its own.
 
-Workers are kept for reuse (a spawn costs ~0.1 s: Python plus PDFium), at most ``MAX_WORKERS`` at
-once; an idle one exits by itself after a minute, and at EOF when this process ends.
+Workers are kept for reuse (a fresh one per file costs ~0.14 s, a reused one a few ms:
+bench/results/documents.md), at most ``MAX_WORKERS`` at once. An idle one is ended and reaped
+after ``IDLE`` seconds by a timer here (no zombie is left); it also ends by itself when this
+process goes away (EOF on its stdin) or stops calling it.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from . import Budget, ConversionError, Converted
 __all__ = ["TIMEOUT", "convert", "shutdown"]
 
 TIMEOUT = 30.0  # seconds one PDF may take, start-up of a worker included
+IDLE = 60.0  # seconds an idle reader is kept
 MAX_WORKERS = max(2, os.cpu_count() or 1)
 _WORKER = Path(__file__).with_name("_pdf_worker.py")
 _START = 20.0  # seconds a worker may take to say READY (a cold disk, a loaded machine)
@@ -106,18 +109,42 @@ class _Worker:
 
 class _Pool:
     def __init__(self) -> None:
-        self._idle: list[_Worker] = []
+        self._idle: list[tuple[_Worker, float]] = []  # (worker, when it became idle)
         self._lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(MAX_WORKERS)
+        self._timer: threading.Timer | None = None
 
     def _take(self) -> _Worker | None:
         with self._lock:
             while self._idle:
-                worker = self._idle.pop()
+                worker, _ = self._idle.pop()
                 if worker.proc.poll() is None:
                     return worker
                 worker.kill()  # exited while idle: reap it
         return None
+
+    def _give_back(self, worker: _Worker) -> None:
+        with self._lock:
+            self._idle.append((worker, time.monotonic()))
+            if self._timer is None:
+                self._schedule(IDLE)
+
+    def _schedule(self, delay: float) -> None:
+        self._timer = threading.Timer(delay, self._reap)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _reap(self) -> None:
+        """End the readers idle for ``IDLE`` seconds; come back for the others."""
+        now = time.monotonic()
+        with self._lock:
+            old = [w for w, since in self._idle if now - since >= IDLE]
+            self._idle = [(w, since) for w, since in self._idle if now - since < IDLE]
+            self._timer = None
+            if self._idle:
+                self._schedule(max(0.1, IDLE - (now - min(since for _, since in self._idle))))
+        for worker in old:
+            worker.kill()
 
     def run(self, data: bytes, max_chars: int, timeout: float) -> tuple[dict, str]:
         with self._slots:
@@ -139,15 +166,17 @@ class _Pool:
                         code = worker.proc.returncode if worker is not None else None
                         raise ConversionError(f"the PDF reader crashed on this file (exit status {code})") from exc
                     continue  # an idle worker that had exited (or was exiting): try a fresh one
-                with self._lock:
-                    self._idle.append(worker)
+                self._give_back(worker)
                 return reply, text
         raise AssertionError("unreachable")
 
     def shutdown(self) -> None:
         with self._lock:
             idle, self._idle = self._idle, []
-        for worker in idle:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+        for worker, _ in idle:
             worker.kill()
 
 

@@ -82,6 +82,20 @@ def test_a_reader_that_died_while_idle_is_replaced():
     assert _convert("b.pdf", make_pdf(["two"])).parts[0][1] == "--- page 1 ---\ntwo\n"
 
 
+def test_idle_readers_are_ended_and_reaped(monkeypatch):
+    import time
+
+    pdf.shutdown()
+    monkeypatch.setattr(pdf, "IDLE", 0.2)
+    _convert("a.pdf", make_pdf(["one"]))
+    readers = _pdf_workers()
+    assert readers
+    deadline = time.monotonic() + 10
+    while _pdf_workers() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _pdf_workers()  # children() lists zombies too: these were reaped, not just ended
+
+
 def test_pdf_text_counts_against_the_load_cap():
     with pytest.raises(TooLarge, match="load cap"):
         _convert("long.pdf", make_pdf([["x" * 80] * 40] * 20), chars=10_000)
