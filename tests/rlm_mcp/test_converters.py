@@ -172,3 +172,25 @@ async def test_documents_through_the_load_context_tool(make_client, tmp_path: Pa
         assert seen["stdout"] == "==> analysis.ipynb <==\n--- cell 1 [markdown] ---\n# Analysis\nSome prose.\nFalse True\n"
         is_error, message = await call_raw(client, "load_context", path="docs/broken.gz", name="x")
         assert is_error and "broken gzip data" in message
+
+
+def test_the_package_exports_what_it_lists_and_every_format_has_a_converter():
+    import importlib
+
+    import rlm_mcp.converters as converters
+
+    assert all(hasattr(converters, name) for name in converters.__all__)
+    for fmt in converters.FORMATS:
+        module = importlib.import_module(f"rlm_mcp.converters.{fmt.module}")
+        assert callable(module.convert) and fmt.what, fmt.name
+
+
+def test_the_converters_import_neither_mcp_nor_the_sandbox():
+    import subprocess
+    import sys
+
+    code = ("import sys, rlm_mcp.converters as c, importlib\n"
+            "[importlib.import_module('rlm_mcp.converters.' + f.module) for f in c.FORMATS]\n"
+            "print(sorted(m for m in sys.modules if m == 'mcp' or m.startswith(('mcp.', 'sandbox'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out == "[]\n"
