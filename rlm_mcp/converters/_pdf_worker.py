@@ -31,7 +31,10 @@ def _reason(exc: BaseException) -> str:
 
 
 def _convert(data: bytes, max_chars: int) -> dict:
-    import pypdfium2 as pdfium
+    try:
+        import pypdfium2 as pdfium
+    except ImportError:  # a platform without its wheel, or a broken install
+        return {"ok": False, "reason": "cannot read PDFs here: pypdfium2 is not installed (pip install pypdfium2)"}
 
     try:
         doc = pdfium.PdfDocument(data)

@@ -2,7 +2,8 @@
 ``hidden``; headings (``# ``), list items (``- ``), paragraphs and table rows on their own lines.
 
 The standard library's ``html.parser`` is enough: it is forgiving of broken markup, treats script
-and style bodies as raw text, and decodes entities. The title comes first, as a ``# `` line.
+and style bodies as raw text, and decodes entities. The title comes first, as a ``# `` line (once, when the first heading
+repeats it).
 """
 
 from __future__ import annotations
@@ -122,7 +123,10 @@ def html_to_text(markup: str) -> str:
     parser = _TextParser()
     parser.feed(markup)
     parser.close()
-    return "\n".join(parser.lines) + ("\n" if parser.lines else "")
+    lines = parser.lines
+    if len(lines) > 1 and lines[0] == lines[1]:  # the title repeated as the first heading
+        lines = lines[1:]
+    return "\n".join(lines) + ("\n" if lines else "")
 
 
 def convert(data: bytes, name: str, budget: Budget) -> Converted:

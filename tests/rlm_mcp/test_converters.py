@@ -51,6 +51,10 @@ def test_html_never_keeps_script_style_template_noscript_or_hidden_text():
         assert hidden not in text
 
 
+def test_html_title_repeated_by_the_first_heading_comes_once():
+    assert html_to_text("<title>Report</title><h1>Report</h1><p>x</p>") == "# Report\nx\n"
+
+
 def test_html_honours_the_declared_charset():
     page = '<meta charset="iso-8859-1"><p>café</p>'.encode("latin-1")
     assert html_to_text(page.decode("latin-1")) == "café\n"
