@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import anyio
+import anyio.from_thread
 import anyio.to_thread
 
 from rlm_mcp import converters
@@ -265,6 +266,7 @@ def _read_batch(batch: list[tuple[str, Path, int]], budget: converters.Budget) -
     was skipped), and ``bytes read`` is -1 for a file that could not be read."""
     out: list[_Read] = []
     for shown, path, _size in batch:
+        anyio.from_thread.check_cancelled()  # a cancelled load stops after this file, not the batch
         try:
             data = path.read_bytes()
         except OSError:
