@@ -48,6 +48,8 @@ class Settings:
     max_files: int = 20_000
     search_timeout: float = 10.0
     idle_timeout: float = 1800.0
+    max_sessions: int = 64
+    max_workers: int = 8
     max_sub_queries: int = 1000
     max_sub_tokens: int = 20_000_000
     max_sub_seconds: float = 3600.0
@@ -86,7 +88,11 @@ OPTIONS: tuple[tuple[str, str, Any, str], ...] = (
     ("--max-load-mb", "max_load_mb", int, "cap on one load_context source in MB (default 512)"),
     ("--max-files", "max_files", int, "cap on files loaded from one folder or glob (default 20000)"),
     ("--search-timeout", "search_timeout", float, "seconds a search pattern may run before it is stopped (default 10)"),
-    ("--idle-timeout", "idle_timeout", float, "seconds before an idle session's worker is stopped (default 1800)"),
+    ("--idle-timeout", "idle_timeout", float, "seconds before an idle HTTP session ends with its worker and files "
+     "(stdio: only the worker stops) (default 1800)"),
+    ("--max-sessions", "max_sessions", int, "sessions held at once over HTTP (default 64)"),
+    ("--max-workers", "max_workers", int, "sandbox workers running at once; the least recently used idle one "
+     "stops first, its contexts kept (default 8)"),
     ("--max-sub-queries", "max_sub_queries", int, "sub-queries per session (default 1000)"),
     ("--max-sub-tokens", "max_sub_tokens", int, "sub-query tokens (prompt + answer) per session (default 20000000)"),
     ("--max-sub-seconds", "max_sub_seconds", float, "seconds of sub-query time per session (default 3600)"),
@@ -112,7 +118,7 @@ _ROOT_VARIABLES = ("RLM_ROOT", "RLM_ROOTS")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _POSITIVE = ("max_concurrency", "exec_timeout", "max_output_chars", "max_load_mb", "max_files", "idle_timeout",
              "sub_query_timeout", "sub_max_tokens", "search_timeout", "max_sub_seconds", "max_prompt_chars",
-             "pause_timeout", "max_iterations")
+             "pause_timeout", "max_iterations", "max_sessions", "max_workers")
 _NOT_NEGATIVE = ("max_depth", "max_sub_queries", "max_sub_tokens")
 
 

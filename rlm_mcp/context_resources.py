@@ -26,7 +26,10 @@ class ContextResources:
         result = await call_next(ctx)
         if ctx.method != "resources/list" or (ctx.params or {}).get("cursor"):
             return result  # the SDK's list has one page; a later page (if it ever has) gets no repeat
-        session = await self.registry.for_context(ctx)
+        # Without a `session` argument: on protocol 2026-07-28 over HTTP no session is implied.
+        session = await self.registry.implied_session(ctx)
+        if session is None:
+            return result
         listed = [
             Resource(
                 uri=f"context://{c.name}",

@@ -12,6 +12,8 @@ Hierarchy::
     │   ├── PathNotAllowed       outside the allowed roots (also symlinks that lead out)
     │   ├── UrlNotAllowed        URL loading is off, or the address is loopback/private
     │   └── TooLarge             over a configured size cap
+    ├── SessionGone              the `session` handle names no live session (ended, or never minted)
+    ├── ServerFull               --max-sessions sessions, or --max-workers busy workers, already
     ├── BudgetExceeded           a sub-query budget (count, tokens, time, depth) is spent
     ├── BackendUnavailable       no sub-LLM backend can answer
     └── SubQueryFailed           a sub-LLM call failed after retries
@@ -32,6 +34,8 @@ __all__ = [
     "PathNotAllowed",
     "UrlNotAllowed",
     "TooLarge",
+    "SessionGone",
+    "ServerFull",
     "BudgetExceeded",
     "BackendUnavailable",
     "SubQueryFailed",
@@ -76,6 +80,15 @@ class UrlNotAllowed(SourceError):
 
 class TooLarge(SourceError):
     """Input over a configured size cap."""
+
+
+class SessionGone(RlmError):
+    """A ``session`` handle that names no live session: it ended (idle, closed) or was never minted.
+    The call never falls back to another session; the message says how to start a new one."""
+
+
+class ServerFull(RlmError):
+    """The server holds as many sessions (--max-sessions) or busy workers (--max-workers) as allowed."""
 
 
 class BudgetExceeded(RlmError):

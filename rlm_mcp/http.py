@@ -48,6 +48,32 @@ class BearerAuth:
         await self.app(scope, receive, send)
 
 
+class EndSessionOnDelete:
+    """When a client deletes its protocol session (``DELETE`` with ``Mcp-Session-Id``, answered
+    2xx by the SDK), its RLM session ends too: the worker stops and its files go at once instead
+    of after --idle-timeout. (The SDK offers no public hook for the end of a session.)"""
+
+    def __init__(self, app: ASGIApp, registry: Any) -> None:
+        self.app = app
+        self.registry = registry
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("method") != "DELETE":
+            await self.app(scope, receive, send)
+            return
+        session_id = dict(scope.get("headers", [])).get(b"mcp-session-id", b"").decode("latin-1")
+        status: list[int] = []
+
+        async def watch(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                status.append(message["status"])
+            await send(message)
+
+        await self.app(scope, receive, watch)
+        if session_id and status and 200 <= status[0] < 300:
+            await self.registry.end_protocol_session(session_id)
+
+
 def build_http_app(mcp: MCPServer, settings: Settings) -> Any:
     app: Any = mcp.streamable_http_app(
         host=settings.host,
@@ -57,6 +83,7 @@ def build_http_app(mcp: MCPServer, settings: Settings) -> Any:
         # with a bare 413; JSON escaping can double a text's size on the wire.
         max_request_body_size=2 * settings.max_load_mb * 1024 * 1024 + 1024 * 1024,
     )
+    app = EndSessionOnDelete(app, mcp.rlm_registry)  # type: ignore[attr-defined]
     if settings.auth_token:
         app = BearerAuth(app, settings.auth_token)
     return app

@@ -9,10 +9,20 @@ blocked in ``llm_query`` between rounds, and each round carries one request fram
 (the Python and TypeScript SDKs: 10) and raise past it, so the server counts the
 rounds of each call (in the sealed request state) and, at the cap, ends the
 execution itself with a result that says to batch, leaving no worker paused.
+
+The request state also names the session (its handle): a client on 2026-07-28 that omitted
+``session`` got a fresh session in round one, and the retries must reach that one. The state is
+signed with an HMAC under a key of this process over (kind, handle, payload), so a state cannot
+be forged, altered, or replayed into another session, independently of the SDK, which also
+seals it (``mcp.server.request_state``: encrypted, bound to the tool call's arguments).
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import secrets
 from typing import Any
 
 from mcp.types import InputRequiredResult
@@ -24,14 +34,40 @@ from .errors import InvalidInput, SubQueryFailed
 from .session import RlmSession
 from .subqueries import SUB_SYSTEM_PROMPT
 
-__all__ = ["MAX_ROUNDS", "exec_round", "sub_query_round"]
+__all__ = ["MAX_ROUNDS", "exec_round", "handle_in_state", "sub_query_round"]
 
 # The clients' cap: InputRequiredResults one tool call may return before the client raises
 # (DEFAULT_INPUT_REQUIRED_MAX_ROUNDS in the Python SDK, the same in the TypeScript SDK).
 MAX_ROUNDS = 10
 
-_PAUSE_STATE = "rlm-pause:"
-_SUBQ_STATE = "rlm-subquery"
+_STATE_KEY = secrets.token_bytes(32)
+_STATE_FORMAT = "rlm1"
+_PAUSE = "pause"
+_SUBQ = "subquery"
+
+
+def _sign(kind: str, handle: str, *fields: str) -> str:
+    """A request state: ``rlm1.<kind>.<handle>.<fields...>.<mac>`` (handles are URL-safe: no dots)."""
+    body = ".".join((_STATE_FORMAT, kind, handle, *fields))
+    mac = hmac.new(_STATE_KEY, body.encode(), hashlib.sha256).digest()[:18]
+    return f"{body}.{base64.urlsafe_b64encode(mac).decode()}"
+
+
+def _open(state: str) -> list[str]:
+    """[kind, handle, fields...] of a state this process signed; InvalidInput for any other."""
+    body, _, mac = state.rpartition(".")
+    parts = body.split(".")
+    expected = hmac.new(_STATE_KEY, body.encode("utf-8", "surrogatepass"), hashlib.sha256).digest()[:18]
+    if (len(parts) < 3 or parts[0] != _STATE_FORMAT
+            or not hmac.compare_digest(mac.encode("utf-8", "surrogatepass"), base64.urlsafe_b64encode(expected))):
+        raise InvalidInput("This request_state was not issued by this server (altered, forged, or from before a "
+                           "restart); call the tool again without request state.")
+    return parts[1:]
+
+
+def handle_in_state(state: str | None) -> str | None:
+    """The session a request state was issued for (None without a state)."""
+    return None if state is None else _open(state)[1]
 
 
 def _answers(ctx: Any) -> dict[str, str | SubQueryFailure]:
@@ -55,13 +91,31 @@ def _input_required(session: RlmSession, pending: list[dict[str, str]], state: s
     )
 
 
-def _pause_state(serial: int, rounds: int) -> str:
-    return f"{_PAUSE_STATE}{serial}:{rounds}"
+def _pause_state(session: RlmSession, rounds: int) -> str:
+    return _sign(_PAUSE, _handle(session), str(session.pause_serial), str(rounds))
 
 
-def _rounds_of(state: str, session: RlmSession) -> int:
-    """Rounds this call has had so far, from a state the server sealed; refuses a stale one."""
-    serial, _, rounds = state[len(_PAUSE_STATE):].partition(":")
+def _handle(session: RlmSession) -> str:
+    if session.handle is None:
+        raise InvalidInput("Sub-query rounds need a session with a handle.")
+    return session.handle
+
+
+def _of_session(state: str, session: RlmSession, kind: str) -> list[str] | None:
+    """The fields of a state of ``kind`` issued for ``session``; None for a state of another kind;
+    InvalidInput for a state of another session."""
+    opened = _open(state)
+    if opened[0] != kind:
+        return None
+    if not hmac.compare_digest(opened[1].encode(), _handle(session).encode()):
+        raise InvalidInput("This request_state belongs to another session; call the tool again without "
+                           "request state.")
+    return opened[2:]
+
+
+def _rounds_of(fields: list[str], session: RlmSession) -> int:
+    """Rounds this call has had so far, from a state the server signed; refuses a stale one."""
+    serial, rounds = (fields + ["", ""])[:2]
     if not session.paused or serial != str(session.pause_serial) or not rounds.isdigit():
         raise InvalidInput("This sub-query round belongs to an execution that is no longer paused; "
                            "call exec_python again without request state.")
@@ -70,8 +124,9 @@ def _rounds_of(state: str, session: RlmSession) -> int:
 
 async def exec_round(session: RlmSession, ctx: Any, code: str) -> dict[str, Any] | InputRequiredResult:
     state = ctx.request_state
-    if state is not None and state.startswith(_PAUSE_STATE):
-        rounds = _rounds_of(state, session)
+    fields = _of_session(state, session, _PAUSE) if state is not None else None
+    if fields is not None:
+        rounds = _rounds_of(fields, session)
         result = await session.resume(_answers(ctx))
     else:
         rounds = 0
@@ -83,7 +138,7 @@ async def exec_round(session: RlmSession, ctx: Any, code: str) -> dict[str, Any]
         return result
     if rounds >= MAX_ROUNDS:
         return await _stop_at_round_cap(session)
-    return _input_required(session, session.pending_prompts(), _pause_state(session.pause_serial, rounds + 1))
+    return _input_required(session, session.pending_prompts(), _pause_state(session, rounds + 1))
 
 
 async def _end_pause(session: RlmSession, reason: str) -> dict[str, Any] | None:
@@ -120,11 +175,12 @@ async def _stop_at_round_cap(session: RlmSession) -> dict[str, Any]:
 async def sub_query_round(session: RlmSession, ctx: Any, prompt: str, name: str | None, start: int | None,
                           end: int | None) -> dict[str, Any] | InputRequiredResult:
     text = await session.sub_query_prompt(prompt, name, start, end)
-    if ctx.request_state == _SUBQ_STATE and ctx.input_responses:
+    state = ctx.request_state
+    if state is not None and _of_session(state, session, _SUBQ) is not None and ctx.input_responses:
         answer = next(iter(_answers(ctx).values()))
         if isinstance(answer, SubQueryFailure):
             raise SubQueryFailed(answer.message)
         await session.router.account_host_answers([text], [answer])
         return {"answer": answer, "backend": "sampling (input-required round)", "prompt_chars": len(text),
                 "truncated": False}
-    return _input_required(session, [{"id": "q", "prompt": text}], _SUBQ_STATE)
+    return _input_required(session, [{"id": "q", "prompt": text}], _sign(_SUBQ, _handle(session)))

@@ -14,6 +14,9 @@ Tools: load_context (text, path, folder, glob or url), list_contexts, peek (a sl
 (regex hits with offsets), exec_python (run code; variables persist), get_variable (read a long
 variable in slices), sub_query (one sub-LLM call from you), answer_sub_queries (host mode),
 rlm_status, reset_session.
+Every result carries `session`, the handle of your session on the server: pass it as the argument
+`session` on every later call (omit it only on your first call), or your contexts and variables
+will not be there.
 
 Inside exec_python: `llm_query(prompt) -> str` asks a sub-LLM (it can read ~100k characters per
 call); `llm_query_batched(prompts) -> list[str]` runs many at once (answers in order);

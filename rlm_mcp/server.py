@@ -71,7 +71,7 @@ def build_server(settings: Settings | None = None) -> MCPServer:
         instructions=ROOT_PROMPT,
         lifespan=lifespan,
         log_level=settings.log_level.upper(),  # type: ignore[arg-type]
-        middleware=[middleware, ContextResources(registry)],
+        middleware=[middleware, registry.middleware, ContextResources(registry)],
         # show_trace and its ui:// view; it also records every tool call into the session's trace.
         extensions=[build_trace_app(registry)],
     )

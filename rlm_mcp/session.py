@@ -13,6 +13,7 @@ import logging
 import math
 import threading
 from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,7 @@ from .config import Settings
 from .errors import (
     InvalidInput,
     RlmError,
+    SessionGone,
     SourceError,
     SubQueryFailed,
     TooLarge,
@@ -72,9 +74,17 @@ class RlmSession:
     """Contexts, a lazily started sandbox worker, and the sub-query hook for one client."""
 
     def __init__(self, settings: Settings, label: str = "session", provider: SubLlm | None = None,
-                 depth: int = 0, tracer: Tracer | None = None) -> None:
+                 depth: int = 0, tracer: Tracer | None = None, handle: str | None = None,
+                 worker_slot: Callable[[RlmSession], AbstractAsyncContextManager[None]] | None = None) -> None:
         self.settings = settings
         self.label = label
+        # What clients pass as `session` to reach this session (None for child RLMs).
+        self.handle = handle
+        # A cap on workers across sessions (workers.WorkerCap.slot): held while this one starts.
+        self._worker_slot = worker_slot
+        self.in_requests = 0
+        # Why the last worker was stopped while it held variables: the next result says so.
+        self._stopped_note: str | None = None
         self.depth = depth
         self.contexts = ctxmod.ContextStore()
         # The texts themselves: on disk here, in memory only in the worker. Outlives workers
@@ -155,31 +165,39 @@ class RlmSession:
     async def sandbox(self) -> SandboxSession:
         """The running worker, started (and given every context) on first use."""
         if self._closed:
-            raise RlmError("This session is closed; reconnect to start a new one.")
+            raise SessionGone("This session has ended; omit `session` to start a new one (its handle comes back "
+                              "in the result as `session`).")
         self.last_used = anyio.current_time()
         if self._sandbox is not None:
             return self._sandbox
         async with self._start_lock:
             if self._sandbox is None:
-                sandbox = SandboxSession(self._limits(), on_sub_query=self._dispatch_sub_query, store=self._texts,
-                                         isolation=Isolation(self.settings.isolation, self.settings.bwrap))
-                try:
-                    # start() inside the try: a call cancelled mid-start must not leave its worker.
-                    await sandbox.start()  # it loads every context of the store
-                    for name in sandbox.contexts_lost:
-                        logger.warning("context %r of %s was removed from disk; it is gone", name, self.label)
-                        if name in self.contexts:
-                            self._cancel_counts(name)
-                            self.contexts.drop(name)
-                    if self._closed:  # aclose() ran meanwhile and could not see this worker
-                        raise RlmError("This session was closed while its worker was starting.")
-                except BaseException:
-                    with anyio.CancelScope(shield=True):
-                        await sandbox.aclose()
-                    raise
-                self._sandbox = sandbox
-                self.last_used = anyio.current_time()  # starting took time; it was not idle
+                slot = self._worker_slot(self) if self._worker_slot is not None else nullcontext()
+                async with slot:
+                    await self._start_worker()
+        assert self._sandbox is not None
         return self._sandbox
+
+    async def _start_worker(self) -> None:
+        """Start a worker and give it every context (under the start lock and a worker slot)."""
+        sandbox = SandboxSession(self._limits(), on_sub_query=self._dispatch_sub_query, store=self._texts,
+                                 isolation=Isolation(self.settings.isolation, self.settings.bwrap))
+        try:
+            # start() inside the try: a call cancelled mid-start must not leave its worker.
+            await sandbox.start()  # it loads every context of the store
+            for name in sandbox.contexts_lost:
+                logger.warning("context %r of %s was removed from disk; it is gone", name, self.label)
+                if name in self.contexts:
+                    self._cancel_counts(name)
+                    self.contexts.drop(name)
+            if self._closed:  # aclose() ran meanwhile and could not see this worker
+                raise RlmError("This session was closed while its worker was starting.")
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await sandbox.aclose()
+            raise
+        self._sandbox = sandbox
+        self.last_used = anyio.current_time()  # starting took time; it was not idle
 
     @property
     def worker_running(self) -> bool:
@@ -194,10 +212,33 @@ class RlmSession:
         """An execution holds the worker right now (running code, or waiting on its sub-queries)."""
         return self._sandbox is not None and self._sandbox.state is SessionState.RUNNING
 
-    async def stop_worker(self) -> None:
-        """Stop the worker (idle reaping); contexts stay and a new worker gets them on next use."""
+    @property
+    def loading(self) -> bool:
+        return self._load_lock.locked()
+
+    @property
+    def in_use(self) -> bool:
+        """A request works on this session, or code runs in its worker, or a load is under way."""
+        return bool(self.in_requests) or self.busy or self.loading
+
+    @property
+    def stoppable(self) -> bool:
+        """Its worker can stop without losing work: not in use, and no execution paused in it."""
+        return not (self.in_use or self.paused)
+
+    @property
+    def holds_nothing(self) -> bool:
+        """Never loaded a context nor ran a worker: ending it loses nothing."""
+        return not len(self.contexts) and self._sandbox is None and not self.executions
+
+    async def stop_worker(self, reason: str | None = None) -> None:
+        """Stop the worker (idle, or to make room); contexts stay and a new worker gets them on
+        next use. With ``reason``, the next result says why the variables are gone."""
         sandbox, self._sandbox = self._sandbox, None
         if sandbox is not None:
+            if reason is not None and sandbox.variable_names:
+                self._stopped_note = (f"this session's sandbox worker was stopped earlier ({reason}); a new one "
+                                      "has every context, but the variables from before are gone")
             with anyio.CancelScope(shield=True):
                 await sandbox.aclose()
 
@@ -521,7 +562,11 @@ class RlmSession:
         else:
             self.paused_since = None
         self.last_used = anyio.current_time()
-        return self.shape_result(result)
+        shaped = self.shape_result(result)
+        if self._stopped_note is not None:
+            shaped["notes"] = [self._stopped_note, *shaped.get("notes", [])]
+            self._stopped_note = None
+        return shaped
 
     # -- sub-queries from the root ------------------------------------------------------------
 
@@ -662,7 +707,8 @@ class RlmSession:
     def status(self) -> dict[str, Any]:
         sandbox = self._sandbox
         return {
-            "session": self.label,
+            "session": self.handle,
+            "label": self.label,
             "sub_llm": self.router.status(),
             **self.router.budget.as_dict(),
             "contexts": self.list_contexts()["contexts"],

@@ -20,6 +20,7 @@ from sandbox import SandboxError
 
 from . import mrtr
 from .errors import RlmError
+from .handles import SessionArg
 from .registry import SessionRegistry
 from .session import RlmSession
 from .shaping import clean_json, json_text
@@ -77,8 +78,9 @@ def _result(value: dict[str, Any], limit: int) -> CallToolResult:
     return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=value)
 
 
-async def _run(call: Awaitable[T], limit: int) -> CallToolResult | T:
+async def _run(call: Awaitable[T], limit: int, session: RlmSession | None = None) -> CallToolResult | T:
     """Turn the package's deliberate errors into tool errors; crashes go to the SDK, which hides them.
+    A result object gets the session's handle as `session`, first (a cut text still shows it).
 
     Lone surrogates (from a client's text, or built by sandboxed code) cannot be encoded as JSON:
     results and messages that echo them get U+FFFD instead.
@@ -90,7 +92,9 @@ async def _run(call: Awaitable[T], limit: int) -> CallToolResult | T:
         if len(message) > _MAX_ERROR_CHARS:  # it echoes a huge argument back
             message = message[:_MAX_ERROR_CHARS] + f" [... {len(message) - _MAX_ERROR_CHARS:,} more characters]"
         raise ToolError(message) from exc
-    return _result(value, limit) if isinstance(value, dict) else value
+    if not isinstance(value, dict):
+        return value
+    return _result({"session": session.handle, **value} if session is not None else value, limit)
 
 
 def register_tools(mcp: MCPServer, registry: SessionRegistry) -> None:
@@ -104,10 +108,14 @@ def register_tools(mcp: MCPServer, registry: SessionRegistry) -> None:
 
         return register
 
-    async def session_for(ctx: Context, sub_queries: bool = False) -> RlmSession:
-        """The caller's session; with ``sub_queries``, also the backend and progress sink for the
-        sub-queries this call may make (what works depends on this request's client and protocol)."""
-        session = await registry.for_context(ctx)
+    async def session_for(ctx: Context, handle: str | None, sub_queries: bool = False) -> RlmSession:
+        """The caller's session (``handle`` is its `session` argument); with ``sub_queries``, also
+        the backend and progress sink for the sub-queries this call may make (what works depends on
+        this request's client and protocol)."""
+        try:
+            session = await registry.for_context(ctx, handle)
+        except RlmError as exc:
+            raise ToolError(str(exc)) from exc
         bind_session(session)  # the trace's record of this call goes to this session
         if sub_queries:
             session.use(session.router.select(ctx), progress_for(ctx))
@@ -132,6 +140,7 @@ def register_tools(mcp: MCPServer, registry: SessionRegistry) -> None:
         url: Annotated[str | None, Field(description="An http(s) URL (needs --allow-url).")] = None,
         glob: Annotated[str | None, Field(description="A glob pattern, e.g. 'src/**/*.py'.")] = None,
         append: Annotated[bool, Field(description="Add to the existing context of that name.")] = False,
+        session: SessionArg = None,
     ) -> ToolResult:
         """Load a large input into the session as a named context, WITHOUT putting it in your prompt.
 
@@ -157,19 +166,19 @@ def register_tools(mcp: MCPServer, registry: SessionRegistry) -> None:
 
         Example: load_context(path="docs/", name="docs")
         """
-        session = await session_for(ctx)
+        rlm = await session_for(ctx, session)
         if path is not None or glob is not None:
-            await registry.refresh_client_roots(ctx, session)
+            await registry.refresh_client_roots(ctx, rlm)
         return await _run(
-            session.load_context(name, text=text, path=path, url=url, glob=glob, append=append,
-                                 progress=progress_for(ctx)), limit
+            rlm.load_context(name, text=text, path=path, url=url, glob=glob, append=append,
+                             progress=progress_for(ctx)), limit, rlm
         )
 
     @tool(READ_ONLY)
-    async def list_contexts(ctx: Context) -> ToolResult:
+    async def list_contexts(ctx: Context, session: SessionArg = None) -> ToolResult:
         """List the loaded contexts with their sizes (chars, tokens, files)."""
-        session = await session_for(ctx)
-        return _result(session.list_contexts(), limit)
+        rlm = await session_for(ctx, session)
+        return _result({"session": rlm.handle, **rlm.list_contexts()}, limit)
 
     @tool(READ_ONLY)
     async def peek(
@@ -179,6 +188,7 @@ def register_tools(mcp: MCPServer, registry: SessionRegistry) -> None:
         end: Annotated[int | None, Field(description="Where to stop (exclusive); null reads as far as the cap "
                                                      "allows.")] = None,
         unit: Annotated[Literal["chars", "lines"], Field(description="What start and end count.")] = "chars",
+        session: SessionArg = None,
     ) -> ToolResult:
         """Read a slice of a context: characters start..end, or with unit="lines" 0-based lines start..end.
 
@@ -189,8 +199,8 @@ def register_tools(mcp: MCPServer, registry: SessionRegistry) -> None:
 
         Example: peek(start=0, end=40, unit="lines")
         """
-        session = await session_for(ctx)
-        return await _run(session.peek(name, start, end, unit), limit)
+        rlm = await session_for(ctx, session)
+        return await _run(rlm.peek(name, start, end, unit), limit, rlm)
 
     @tool(READ_ONLY)
     async def search(
@@ -203,6 +213,7 @@ def register_tools(mcp: MCPServer, registry: SessionRegistry) -> None:
         window: Annotated[int, Field(description="Chars of text shown on each side of a hit.")] = 200,
         start: Annotated[int, Field(description="Char offset to search from (an earlier result's next_start).")]
         = 0,
+        session: SessionArg = None,
     ) -> ToolResult:
         """Find a pattern in a context: each hit with its char offset, its line (counted from 0,
         as peek(unit="lines") counts) and `window` chars of surrounding text. pattern is a Python
@@ -214,13 +225,14 @@ def register_tools(mcp: MCPServer, registry: SessionRegistry) -> None:
 
         Example: search(pattern=r"ERROR \\d+", max_results=50, window=80)
         """
-        session = await session_for(ctx)
-        return await _run(session.search(pattern, name, regex, ignore_case, max_results, window, start), limit)
+        rlm = await session_for(ctx, session)
+        return await _run(rlm.search(pattern, name, regex, ignore_case, max_results, window, start), limit, rlm)
 
     @tool(LOCAL)
     async def exec_python(
         ctx: Context,
         code: Annotated[str, Field(description="Python to run in the session's sandbox REPL.")],
+        session: SessionArg = None,
     ) -> ToolResult | InputRequiredResult:
         """Run Python in this session's persistent sandbox REPL (variables survive between calls).
 
@@ -251,10 +263,10 @@ def register_tools(mcp: MCPServer, registry: SessionRegistry) -> None:
 
         Example: exec_python(code="chunks = [context[i:i+50000] for i in range(0, len(context), 50000)]")
         """
-        session = await session_for(ctx, sub_queries=True)
-        if session.selection.mode == "mrtr":
-            return await _run(mrtr.exec_round(session, ctx, code), limit)
-        return await _run(session.exec_python(code), limit)
+        rlm = await session_for(ctx, session, sub_queries=True)
+        if rlm.selection.mode == "mrtr":
+            return await _run(mrtr.exec_round(rlm, ctx, code), limit, rlm)
+        return await _run(rlm.exec_python(code), limit, rlm)
 
     @tool(LOCAL)
     async def answer_sub_queries(
@@ -263,6 +275,7 @@ def register_tools(mcp: MCPServer, registry: SessionRegistry) -> None:
             dict[str, str] | Annotated[list[SubQueryAnswer], WithJsonSchema(_ANSWER_LIST_SCHEMA)],
             Field(description="Your answers, as an object {id: answer}, or as a list of {id, answer} objects."),
         ],
+        session: SessionArg = None,
     ) -> ToolResult:
         """Host mode: give your answers to the sub-queries a paused exec_python is waiting for.
 
@@ -276,10 +289,10 @@ def register_tools(mcp: MCPServer, registry: SessionRegistry) -> None:
         Example: answer_sub_queries(answers={"q1.0": "3 errors", "q1.1": "none"})
         or: answer_sub_queries(answers=[{"id": "q1.0", "answer": "3 errors"}, {"id": "q1.1", "answer": "none"}])
         """
-        session = await session_for(ctx, sub_queries=True)
+        rlm = await session_for(ctx, session, sub_queries=True)
         if isinstance(answers, list):
-            return await _run(session.resume([item.model_dump() for item in answers]), limit)
-        return await _run(session.resume(answers), limit)
+            return await _run(rlm.resume([item.model_dump() for item in answers]), limit, rlm)
+        return await _run(rlm.resume(answers), limit, rlm)
 
     @tool(LOCAL)
     async def sub_query(
@@ -288,6 +301,7 @@ def register_tools(mcp: MCPServer, registry: SessionRegistry) -> None:
         name: Annotated[str | None, Field(description="A context whose slice is appended to the prompt.")] = None,
         start: Annotated[int | None, Field(description="First char of the slice (needs name).")] = None,
         end: Annotated[int | None, Field(description="End of the slice, exclusive (needs name).")] = None,
+        session: SessionArg = None,
     ) -> ToolResult | InputRequiredResult:
         """Ask the sub-LLM one question yourself, optionally about a slice of a context: the slice
         context[start:end] of context `name` is appended to the prompt, so it never passes through
@@ -296,16 +310,17 @@ def register_tools(mcp: MCPServer, registry: SessionRegistry) -> None:
         Example: sub_query(prompt="List the people named in this section.", name="context", start=120000,
         end=160000)
         """
-        session = await session_for(ctx, sub_queries=True)
-        if session.selection.mode == "mrtr":
-            return await _run(mrtr.sub_query_round(session, ctx, prompt, name, start, end), limit)
-        return await _run(session.sub_query(prompt, name, start, end), limit)
+        rlm = await session_for(ctx, session, sub_queries=True)
+        if rlm.selection.mode == "mrtr":
+            return await _run(mrtr.sub_query_round(rlm, ctx, prompt, name, start, end), limit, rlm)
+        return await _run(rlm.sub_query(prompt, name, start, end), limit, rlm)
 
     @tool(LOCAL)
     async def rlm_solve(
         ctx: Context,
         question: Annotated[str, Field(description="The question to answer from the context.")],
         name: Annotated[str, Field(description="The loaded context to work on.")] = "context",
+        session: SessionArg = None,
     ) -> ToolResult:
         """Let the server run the whole RLM loop on a loaded context and return the final answer.
 
@@ -317,8 +332,8 @@ def register_tools(mcp: MCPServer, registry: SessionRegistry) -> None:
 
         Example: rlm_solve(question="How many distinct error codes appear?", name="logs")
         """
-        session = await session_for(ctx, sub_queries=True)
-        return await _run(session.solve(question, name, progress_for(ctx)), limit)
+        rlm = await session_for(ctx, session, sub_queries=True)
+        return await _run(rlm.solve(question, name, progress_for(ctx)), limit, rlm)
 
     @tool(READ_ONLY)
     async def get_variable(
@@ -328,6 +343,7 @@ def register_tools(mcp: MCPServer, registry: SessionRegistry) -> None:
         start: Annotated[int, Field(description="First char of str(variable) to read.")] = 0,
         end: Annotated[int | None, Field(description="Where to stop (exclusive); null reads as far as the cap "
                                                      "allows.")] = None,
+        session: SessionArg = None,
     ) -> ToolResult:
         """Read a slice of str(variable) from the sandbox: for long results and final answers that
         exec_python had to cut. name="FINAL" reads the last final answer. Output is capped; when
@@ -335,24 +351,25 @@ def register_tools(mcp: MCPServer, registry: SessionRegistry) -> None:
 
         Example: get_variable(name="answer", start=20000)
         """
-        session = await session_for(ctx)
-        return await _run(session.get_variable(name, start, end), limit)
+        rlm = await session_for(ctx, session)
+        return await _run(rlm.get_variable(name, start, end), limit, rlm)
 
     @tool(READ_ONLY)
-    async def rlm_status(ctx: Context) -> ToolResult:
+    async def rlm_status(ctx: Context, session: SessionArg = None) -> ToolResult:
         """Show this session's state: sub-LLM backend in use (and why), budgets spent and left,
         contexts, variables, the sandbox worker, pending sub-queries and limits; with a provider
         (--llm-base-url), whether it can be reached."""
-        session = await session_for(ctx, sub_queries=True)
-        await session.router.probe_provider()
-        return _result(clean_json(registry.status(session, ctx)), limit)
+        rlm = await session_for(ctx, session, sub_queries=True)
+        await rlm.router.probe_provider()
+        return _result(clean_json(registry.status(rlm, ctx)), limit)
 
     @tool(ToolAnnotations(destructive_hint=True, open_world_hint=False))
     async def reset_session(
         ctx: Context,
         keep_contexts: Annotated[bool, Field(description="false also drops every loaded context.")] = True,
+        session: SessionArg = None,
     ) -> ToolResult:
         """Start a fresh REPL: all variables (and any paused execution) are dropped. Contexts stay
         loaded unless keep_contexts=false."""
-        session = await session_for(ctx)
-        return await _run(session.reset(keep_contexts), limit)
+        rlm = await session_for(ctx, session)
+        return await _run(rlm.reset(keep_contexts), limit, rlm)

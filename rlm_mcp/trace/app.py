@@ -14,9 +14,12 @@ from typing import Annotated, Any
 from mcp.server.apps import Apps, client_supports_apps
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolRequestParams, CallToolResult, TextContent, ToolAnnotations
 from pydantic import Field
 
+from ..errors import RlmError
+from ..handles import SessionArg
 from ..shaping import clean_json
 from .calls import record_call
 from .view import app_page
@@ -81,6 +84,7 @@ def build_trace_app(registry: Any) -> TraceApps:
     async def show_trace(
         ctx: Context,
         last: Annotated[int, Field(description="How many of the newest calls to include.")] = 200,
+        session: SessionArg = None,
     ) -> CallToolResult:
         """Show this session's trajectory: every tool call so far with its duration, the code run
         and its output, the sub-queries each execution made, totals (time, sub-queries, tokens) and
@@ -88,13 +92,17 @@ def build_trace_app(registry: Any) -> TraceApps:
         a compact text timeline. last = how many of the newest calls to include (default 200).
         For a whole past session, start the server with --trace-dir and run
         `rlm-mcp trace view FILE`."""
-        session = await registry.for_context(ctx)
+        try:
+            rlm = await registry.for_context(ctx, session)
+        except RlmError as exc:
+            raise ToolError(str(exc)) from exc
         # clean_json: code can build lone surrogates, which the trace keeps and JSON cannot carry.
-        snapshot = clean_json(session.tracer.snapshot(max(0, min(int(last), 2000))))
+        snapshot = clean_json(rlm.tracer.snapshot(max(0, min(int(last), 2000))))
+        snapshot["session"] = rlm.handle
         text = trace_text(snapshot, registry.settings.max_output_chars)
         if not client_supports_apps(ctx):
             # The timeline is the text; the data stays small: totals, not every event again.
-            summary = {"session": snapshot["header"].get("session"), "totals": snapshot["totals"],
+            summary = {"session": rlm.handle, "totals": snapshot["totals"],
                        "calls_shown": len(snapshot["events"]), "running": len(snapshot["running"])}
             return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=summary)
         return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=snapshot)

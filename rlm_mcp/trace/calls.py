@@ -49,7 +49,8 @@ def bind_session(session: Any) -> None:
 
 
 async def record_call(tool: str, arguments: dict[str, Any] | None, call_next: Callable[[], Awaitable[Any]]) -> Any:
-    pending = _Pending(tool, dict(arguments or {}))
+    # A session handle grants access to the session: traces (files, show_trace) never keep it.
+    pending = _Pending(tool, {k: v for k, v in (arguments or {}).items() if k != "session"})
     token = _pending.set(pending)
     try:
         result = await call_next()
@@ -80,6 +81,8 @@ def summarize_result(tool: str, result: Any) -> tuple[Any, str | None]:
     if result.is_error:
         return None, text or "tool error"
     data = result.structured_content
+    if isinstance(data, dict):
+        data = {k: v for k, v in data.items() if k != "session"}
     if data is None:
         return {"text": clip(text, LIMITS.output)}, None
     if tool in _EXEC_TOOLS:

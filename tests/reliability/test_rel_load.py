@@ -2,8 +2,11 @@
 
 Every session loads its own context, keeps a variable, waits until all the others hold theirs
 (so all workers are alive at once), then reads back values derived from its own data only.
-RSS of the server plus its workers is sampled from /proc the whole time; when the clients have
-closed, every worker must be reaped.
+Half the clients speak protocol 2025-11-25 (a session per Mcp-Session-Id), half 2026-07-28 (a
+session per handle the server minted, passed back as ``session``). RSS of the server plus its
+workers is sampled from /proc the whole time; when the clients have closed, the workers of the
+2025-11-25 sessions must be reaped (their DELETE ends the session), and those of the handles,
+which no client closes, only at --idle-timeout or shutdown.
 
 CI runs 20 sessions; ``RLM_LOAD_SESSIONS=100`` runs the full load. The figures are printed (run
 with ``-s`` to see them).
@@ -65,7 +68,8 @@ class _Sampler:
 
 async def test_many_concurrent_http_sessions_each_see_only_their_own_data():
     n = SESSIONS
-    with http_server("--exec-timeout", "120", "--max-concurrency", "4") as server:
+    with http_server("--exec-timeout", "120", "--max-concurrency", "4", "--max-sessions", str(n),
+                     "--max-workers", str(n)) as server:
         idle_rss = tree_rss(server.pid)
         all_loaded = anyio.Event()
         loaded = 0
@@ -73,15 +77,20 @@ async def test_many_concurrent_http_sessions_each_see_only_their_own_data():
         latencies: list[float] = []
         answered: dict[int, bool] = {}
         pids: dict[int, int] = {}
+        legacy = {i for i in range(n) if i % 2 == 0}
 
         async def session(i: int) -> None:
             nonlocal loaded
             token, text = _context(i)
-            async with Client(server.url, mode="legacy", read_timeout_seconds=180) as client:
-                await call(client, "load_context", text=text, name=f"ctx{i}")
-                run = await call(client, "exec_python", code=f"mine = {token!r}\nlength = len(contexts['ctx{i}'])")
-                assert run["status"] == "ok", run
-                pids[i] = await worker_pid(client)
+            mode = "legacy" if i in legacy else "auto"
+            async with Client(server.url, mode=mode, read_timeout_seconds=180) as client:
+                handle = (await call(client, "load_context", text=text, name=f"ctx{i}"))["session"]
+                # A 2025-11-25 client may omit the handle; a 2026-07-28 one must pass it.
+                mine = {} if i in legacy else {"session": handle}
+                run = await call(client, "exec_python", code=f"mine = {token!r}\nlength = len(contexts['ctx{i}'])",
+                                 **mine)
+                assert run["status"] == "ok" and run["session"] == handle, run
+                pids[i] = (await call(client, "rlm_status", **mine))["worker"]["pid"]
                 loaded += 1
                 if loaded == n:
                     held_workers.extend(server.workers())
@@ -90,7 +99,7 @@ async def test_many_concurrent_http_sessions_each_see_only_their_own_data():
                     await all_loaded.wait()
                 # Now every session holds a worker: read back, derived from this session's data only.
                 started = time.monotonic()
-                run = await call(client, "exec_python", code=(
+                run = await call(client, "exec_python", **mine, code=(
                     "import hashlib\n"
                     f"doc = contexts['ctx{i}']\n"
                     "digest = hashlib.sha256(doc.encode()).hexdigest()\n"
@@ -102,8 +111,8 @@ async def test_many_concurrent_http_sessions_each_see_only_their_own_data():
                 expected = hashlib.sha256(text.encode()).hexdigest()
                 assert run["final"] == f"{expected} {len(text)} owner {token} {text[-30:]}"
                 assert f"['ctx{i}']" in run["stdout"] and token in run["stdout"]
-                seen = run["stdout"] + run["final"] + str(await call(client, "list_contexts"))
-                seen += (await call(client, "get_variable", name="mine"))["text"]
+                seen = run["stdout"] + run["final"] + str(await call(client, "list_contexts", **mine))
+                seen += (await call(client, "get_variable", name="mine", **mine))["text"]
                 others = [j for j in range(n) if j != i and f"SECRET-{j:03d}-" in seen]
                 assert not others, f"session {i} saw data of sessions {others}"
                 answered[i] = True
@@ -114,24 +123,26 @@ async def test_many_concurrent_http_sessions_each_see_only_their_own_data():
                 for i in range(n):
                     tg.start_soon(session, i)
             took = time.monotonic() - started
+            kept = {pids[i] for i in range(n) if i not in legacy}
             with anyio.fail_after(60):
-                reaped = await wait_for(lambda: server.workers() == set(), 60,
-                                        f"all workers to be reaped (left: {server.workers()})")
+                reaped = await wait_for(lambda: server.workers() == kept, 60,
+                                        f"the 2025-11-25 sessions' workers to be reaped (left: {server.workers()})")
             after_rss = tree_rss(server.pid)
 
         assert len(answered) == n and all(answered.values())
         assert len(set(pids.values())) == n, "two sessions shared a worker"
         assert set(pids.values()) <= set(held_workers) and len(held_workers) == n
-        assert all(gone(p) for p in pids.values())
+        assert all(gone(pids[i]) for i in legacy)
         peak = sampler.peak
         mb = 1024 * 1024
         print(
-            f"\nload: {n} concurrent HTTP sessions in {took:.1f} s; all {n} workers alive at once; "
+            f"\nload: {n} concurrent HTTP sessions ({len(legacy)} on 2025-11-25, {n - len(legacy)} on 2026-07-28 "
+            f"with handles) in {took:.1f} s; all {n} workers alive at once; "
             f"read-back latency median {sorted(latencies)[len(latencies) // 2] * 1000:.0f} ms, "
             f"max {max(latencies) * 1000:.0f} ms; RSS server+workers idle {idle_rss / mb:.0f} MB, "
             f"peak {peak / mb:.0f} MB ({(peak - idle_rss) / n / mb:.1f} MB per session, "
             f"{len(sampler.samples)} samples), after close {after_rss / mb:.0f} MB; "
-            f"all workers reaped {reaped:.1f} s after the clients closed"
+            f"the 2025-11-25 workers reaped {reaped:.1f} s after the clients closed"
         )
         assert peak < BUDGET_BASE + n * BUDGET_PER_SESSION, f"peak RSS {peak / mb:.0f} MB for {n} sessions"
 
