@@ -8,6 +8,7 @@ and records every request so tests can check order and concurrency.
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -18,7 +19,7 @@ from typing import Any
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from starlette.routing import Route
 
 from conftest import free_port
@@ -55,6 +56,8 @@ class FakeOpenAI:
             if self.garbage:
                 return PlainTextResponse("<html>not json</html>")
             text = self.answer(body["messages"])
+            if body.get("stream"):
+                return _stream(text, body)
             return JSONResponse({
                 "id": "x", "object": "chat.completion", "model": body.get("model", "m"),
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
@@ -63,6 +66,31 @@ class FakeOpenAI:
             })
         finally:
             self.in_flight -= 1
+
+
+def _stream(text: str, body: dict[str, Any]) -> StreamingResponse:
+    """The answer as server-sent chunks, as OpenAI streams it (clients such as fast-agent ask for
+    ``stream: true``): a role, the text in pieces, a finish reason, usage if asked, then [DONE]."""
+    model = body.get("model", "m")
+
+    def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
+        data = {"id": "x", "object": "chat.completion.chunk", "created": 0, "model": model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
+        return f"data: {json.dumps(data)}\n\n"
+
+    def events() -> Iterator[str]:
+        yield chunk({"role": "assistant", "content": ""})
+        for i in range(0, len(text), 16):
+            yield chunk({"content": text[i:i + 16]})
+        yield chunk({}, "stop")
+        if (body.get("stream_options") or {}).get("include_usage"):
+            usage = {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
+            last = {"id": "x", "object": "chat.completion.chunk", "created": 0, "model": model, "choices": [],
+                    "usage": usage}
+            yield f"data: {json.dumps(last)}\n\n"
+        yield "data: [DONE]\n\n"
+
+    return StreamingResponse(events(), media_type="text/event-stream")
 
 
 @contextmanager
