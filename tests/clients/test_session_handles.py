@@ -14,6 +14,8 @@ import anyio
 import pytest
 from mcp import Client, types
 from mcp.client.stdio import StdioServerParameters
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
 
 from conftest import rlm_mcp_command
 from support import HttpServer, call, call_raw, http_server
@@ -153,3 +155,14 @@ async def test_stdio_keeps_one_session_without_handles(tmp_path):
         assert (await call(client, "get_variable", name="w", session=loaded["session"]))["text"] == "STDIO TEXT"
         is_error, text = await call_raw(client, "peek", session="not-a-handle")
         assert is_error and GONE in text.lower()
+
+
+async def test_under_an_auth_token_handles_work_for_the_default_client():
+    token = "handles-" + os.urandom(8).hex()
+    with http_server("--auth-token", token) as server:
+        http_client = create_mcp_http_client(headers={"Authorization": f"Bearer {token}"})
+        async with http_client, Client(streamable_http_client(server.url, http_client=http_client)) as client:
+            handle = (await call(client, "load_context", text="behind a token"))["session"]
+            assert (await call(client, "peek", session=handle))["text"] == "behind a token"
+            is_error, text = await call_raw(client, "peek", session=handle[::-1])
+            assert is_error and GONE in text.lower()
