@@ -51,8 +51,12 @@ class _Worker:
         os.set_blocking(self._in, False)
         os.set_blocking(self._out, False)
         self._buffer = b""
-        if self._line(time.monotonic() + _START) != b"READY":
-            raise OSError("the PDF reader did not start")
+        try:
+            if self._line(time.monotonic() + _START) != b"READY":
+                raise OSError("the PDF reader did not start")
+        except BaseException:  # not started in time, or died: never leave it running unowned
+            self.kill()
+            raise
 
     def _wait(self, fd: int, event: int, deadline: float) -> None:
         left = deadline - time.monotonic()
@@ -150,22 +154,25 @@ class _Pool:
         with self._slots:
             deadline = time.monotonic() + timeout
             for attempt in (0, 1):
-                worker = self._take()
+                worker = self._take() if attempt == 0 else None  # the second try: always a fresh reader
                 fresh = worker is None
+                if worker is None:
+                    try:
+                        worker = _Worker()
+                    except (OSError, TimeoutError, EOFError) as exc:  # _Worker killed what it spawned
+                        raise ConversionError(f"the PDF reader could not start ({type(exc).__name__}: {exc})"
+                                              ) from exc
                 try:
-                    worker = worker or _Worker()
                     reply, text = worker.ask(data, max_chars, deadline)
                 except TimeoutError:
-                    if worker is not None:
-                        worker.kill()
+                    worker.kill()
                     raise ConversionError(f"timed out: reading the PDF took more than {timeout:g} s") from None
                 except (OSError, EOFError, ValueError) as exc:
-                    if worker is not None:
-                        worker.kill()
-                    if fresh or attempt:  # a fresh worker died on this PDF: the PDF is the cause
-                        code = worker.proc.returncode if worker is not None else None
+                    worker.kill()
+                    if fresh:  # a fresh reader died on this PDF: the PDF is the cause
+                        code = worker.proc.returncode
                         raise ConversionError(f"the PDF reader crashed on this file (exit status {code})") from exc
-                    continue  # an idle worker that had exited (or was exiting): try a fresh one
+                    continue  # an idle reader that had exited (or was exiting): try a fresh one
                 self._give_back(worker)
                 return reply, text
         raise AssertionError("unreachable")

@@ -82,6 +82,16 @@ def test_a_reader_that_died_while_idle_is_replaced():
     assert _convert("b.pdf", make_pdf(["two"])).parts[0][1] == "--- page 1 ---\ntwo\n"
 
 
+def test_a_reader_that_does_not_start_in_time_is_killed_and_the_file_skipped(monkeypatch):
+    pdf.shutdown()
+    monkeypatch.setattr(pdf, "_START", 0.0)
+    got = _convert("a.pdf", make_pdf(["one"]))
+    assert got.skipped[0][1].startswith("the PDF reader could not start")
+    assert not _pdf_workers()  # the reader it spawned was killed and reaped
+    monkeypatch.setattr(pdf, "_START", 20.0)
+    assert _convert("b.pdf", make_pdf(["two"])).parts[0][1] == "--- page 1 ---\ntwo\n"
+
+
 def test_idle_readers_are_ended_and_reaped(monkeypatch):
     import time
 
