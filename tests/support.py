@@ -75,6 +75,14 @@ def children(pid: int) -> set[int]:
     return found
 
 
+def _cmdline(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
+
+
 def innermost(pid: int) -> int:
     """Follow single-child links down from ``pid`` (a worker under bubblewrap is two below it)."""
     for _ in range(4):
@@ -192,8 +200,9 @@ class HttpServer:
 
     def workers(self) -> set[int]:
         """The server's sandbox workers, as the pids ``rlm_status`` reports: a child, or the
-        process at the end of the chain under a bubblewrap child (bwrap, its init, the worker)."""
-        return {innermost(c) for c in children(self.pid)}
+        process at the end of the chain under a bubblewrap child (bwrap, its init, the worker).
+        Short-lived helpers (a background token count, a PDF reader) are not workers."""
+        return {w for w in (innermost(c) for c in children(self.pid)) if b"sandbox.worker" in _cmdline(w)}
 
 
 @contextmanager
