@@ -20,10 +20,11 @@ from . import __version__
 from .arguments import RlmServer
 from .config import Settings
 from .context_resources import ContextResources
-from .errors import UnknownContext
+from .errors import SessionGone, UnknownContext
 from .logs import quiet_routine_logs
 from .prompts import ROOT_PROMPT, root_prompt
 from .registry import SessionRegistry
+from .session import RlmSession
 from .tools import register_tools
 from .trace.app import build_trace_app
 
@@ -87,7 +88,23 @@ def build_server(settings: Settings | None = None) -> MCPServer:
     @mcp.resource("context://{name}", name="context", description="A loaded context: size and a preview.",
                   mime_type="application/json")
     async def context_resource(name: str, ctx: Context) -> str:
-        session = await registry.for_context(ctx)
+        session = await registry.implied_session(ctx)
+        if session is None:
+            raise ResourceError(f"On protocol 2026-07-28 over HTTP a resource read names its session: read "
+                                f"context://<session>/{name}, <session> being the `session` field of your tool "
+                                "results.")
+        return _context_json(session, name)
+
+    @mcp.resource("context://{session}/{name}", name="session-context", mime_type="application/json",
+                  description="A loaded context of the session whose handle is {session} (the `session` field "
+                              "of tool results): size and a preview.")
+    async def session_context_resource(session: str, name: str, ctx: Context) -> str:
+        try:
+            return _context_json(await registry.for_context(ctx, session), name)
+        except SessionGone as exc:
+            raise ResourceError(str(exc)) from exc
+
+    def _context_json(session: RlmSession, name: str) -> str:
         try:
             c = session.contexts.get(name)
         except UnknownContext as exc:
@@ -107,11 +124,19 @@ def build_server(settings: Settings | None = None) -> MCPServer:
 
     @mcp.completion()
     async def complete(ref: Any, argument: Any, context: Any) -> Completion | None:
-        """Complete context names for the ``context://{name}`` resource template."""
+        """Complete context names for the ``context://{name}`` and ``context://{session}/{name}``
+        resource templates (never handles: they are secrets)."""
         request = _current_request.get()
         if request is None or not isinstance(ref, ResourceTemplateReference) or argument.name != "name":
             return None
-        session = await registry.for_context(request)  # type: ignore[arg-type]
+        handle = (getattr(context, "arguments", None) or {}).get("session") if "{session}" in ref.uri else None
+        try:
+            session = (await registry.for_context(request, handle) if handle is not None
+                       else await registry.implied_session(request))
+        except SessionGone:
+            return None
+        if session is None:
+            return None
         names = [n for n in session.contexts.names() if n.startswith(argument.value or "")]
         return Completion(values=names[:100], total=len(names), has_more=len(names) > 100)
 

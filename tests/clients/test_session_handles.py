@@ -166,3 +166,24 @@ async def test_under_an_auth_token_handles_work_for_the_default_client():
             assert (await call(client, "peek", session=handle))["text"] == "behind a token"
             is_error, text = await call_raw(client, "peek", session=handle[::-1])
             assert is_error and GONE in text.lower()
+
+
+async def test_resources_name_the_session_on_2026_and_stay_implied_on_2025(server: HttpServer):
+    from mcp.shared.exceptions import MCPError
+    from mcp.types import ResourceTemplateReference
+
+    async with Client(server.url) as modern, Client(server.url, mode="legacy") as legacy:
+        handle = (await call(modern, "load_context", text="modern text", name="notes"))["session"]
+        await call(legacy, "load_context", text="legacy text", name="notes")
+        read = await modern.read_resource(f"context://{handle}/notes")
+        assert '"chars": 11' in read.contents[0].text and "modern text" in read.contents[0].text
+        held = (await call(modern, "rlm_status", session=handle))["sessions"]["held"]
+        with pytest.raises(MCPError, match=r"context://<session>/notes"):
+            await modern.read_resource("context://notes")  # no session is implied, and none is minted
+        assert (await call(modern, "rlm_status", session=handle))["sessions"]["held"] == held
+        with pytest.raises(MCPError, match="gone"):
+            await modern.read_resource("context://not-a-handle/notes")
+        assert "legacy text" in (await legacy.read_resource("context://notes")).contents[0].text
+        done = await modern.complete(ResourceTemplateReference(type="ref/resource", uri="context://{session}/{name}"),
+                                     {"name": "name", "value": "no"}, context_arguments={"session": handle})
+        assert done.completion.values == ["notes"]
