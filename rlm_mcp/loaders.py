@@ -62,6 +62,9 @@ class LoadedSource:
     skipped: list[dict[str, str]] = field(default_factory=list)  # {path, reason}
     warnings: list[str] = field(default_factory=list)
     converters: dict[str, str] = field(default_factory=dict)  # path -> converter, for non-plain files
+    # A plain-text file (by name and first bytes) that the session may copy as it is, checking it
+    # as UTF-8 on the way, instead of reading it here; ``text`` is empty then (see ``load_path``).
+    file: Path | None = None
 
 
 @dataclass
@@ -379,8 +382,12 @@ def _some(names: list[str], limit: int = 10) -> str:
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
-async def load_path(path: str, limits: LoadLimits, progress: Progress | None = None) -> LoadedSource:
-    """A file's text, or every text file under a folder, each after a ``==> path <==`` line."""
+async def load_path(path: str, limits: LoadLimits, progress: Progress | None = None,
+                    copy_ok: bool = False) -> LoadedSource:
+    """A file's text, or every text file under a folder, each after a ``==> path <==`` line.
+    With ``copy_ok``, a single file that looks like plain text comes back unread (``file`` set),
+    for the caller to copy and check (``SpillStore.copy_file``); if it is not strict UTF-8 after
+    all, the caller asks again without ``copy_ok``."""
     target = await anyio.to_thread.run_sync(resolve_path, path, limits.roots)
     roots = await anyio.to_thread.run_sync(_resolved_roots, limits.roots)
     st = await anyio.to_thread.run_sync(target.stat)
@@ -391,6 +398,8 @@ async def load_path(path: str, limits: LoadLimits, progress: Progress | None = N
         raise SourceError(f"{path!r} is not a regular file or folder; pass a text file or a folder.")
     if st.st_size > limits.max_bytes:
         raise _too_big(f"The file {path!r}", st.st_size, limits)
+    if copy_ok and await anyio.to_thread.run_sync(_plain_text, _display(target, roots), target):
+        return LoadedSource("", [_display(target, roots)], file=target)
     ((shown, text, replaced, nbytes, conv),) = await anyio.to_thread.run_sync(
         _read_batch, [(_display(target, roots), target, st.st_size)], converters.Budget(limits.max_bytes, limits.max_files)
     )
@@ -406,6 +415,18 @@ async def load_path(path: str, limits: LoadLimits, progress: Progress | None = N
         )
     warnings = [f"{shown} is not valid UTF-8; undecodable bytes became U+FFFD."] if replaced else []
     return LoadedSource(text, [shown], [], warnings)
+
+
+def _plain_text(shown: str, path: Path) -> bool:
+    """Whether a file may be plain UTF-8 text (no converter for it, no NUL and no byte order mark
+    in its first bytes), judged without reading the rest."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(_SNIFF)
+    except OSError:
+        return False  # the usual read reports it
+    return (converters.find(shown, head[:16]) is None and b"\0" not in head
+            and not head.startswith((codecs.BOM_UTF8, codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)))
 
 
 def _converted_file(path: str, shown: str, conv: converters.Converted) -> LoadedSource:

@@ -21,10 +21,12 @@ import anyio
 
 from sandbox import (
     ExecResult,
+    FileScan,
     FindResult,
     Isolation,
     Limits,
     NotPaused,
+    NotUtf8,
     SandboxBusy,
     SandboxError,
     SandboxSession,
@@ -303,7 +305,12 @@ class RlmSession:
                 )
             source: LoadedSource = load_text(text)
         elif path is not None:
-            source = await load_path(path, limits, progress)
+            source = await load_path(path, limits, progress, copy_ok=not append)
+            if source.file is not None:
+                copied = await self._copy_in(source.file, path, limits)
+                if copied is not None:
+                    return await self._store(name, source, append, progress, copied)
+                source = await load_path(path, limits, progress)  # not strict UTF-8: decode it here
         elif glob is not None:
             source = await load_glob(glob, limits, progress)
         else:
@@ -313,25 +320,53 @@ class RlmSession:
             source = await load_url(url, limits, progress)
         return await self._store(name, source, append, progress)
 
-    async def _store(self, name: str, source: LoadedSource, append: bool, progress: Progress | None) -> dict[str, Any]:
-        """Index and count the text, put it on disk, drop it, then give it to the worker.
+    async def _copy_in(self, file: Path, shown: str, limits: LoadLimits) -> tuple[SpilledText, FileScan] | None:
+        """A plain-text file copied to the session's store by the kernel and checked there; None
+        if it is not strict UTF-8 (the caller then decodes it with replacements)."""
+        try:
+            return await anyio.to_thread.run_sync(self._texts.copy_file, file, limits.max_bytes, ctxmod.EDGE)
+        except NotUtf8:
+            return None
+        except OverflowError:
+            raise TooLarge(f"The file {shown!r} grew past the {limits.max_bytes:,}-byte load cap while it was copied; "
+                           "load a smaller file, or start the server with --max-load-mb set higher.") from None
+        except OSError as exc:
+            raise SourceError(f"Could not copy {shown!r} for the sandbox ({exc.strerror or exc}); check the file, "
+                              "and the free space of the temporary folder (TMPDIR).") from exc
+
+    async def _store(self, name: str, source: LoadedSource, append: bool, progress: Progress | None,
+                     copied: tuple[SpilledText, FileScan] | None = None) -> dict[str, Any]:
+        """Index the text, put it on disk, drop it, then give it to the worker (a file ``copied``
+        is on disk already, and its line index is built while the worker reads it).
 
         The order keeps memory near one copy of the text: the worker decodes it (briefly two
         copies there) only once this process has let go of its own."""
         ctxmod.check_name(name)
-        async with self._load_lock:
-            return await self._store_locked(name, source, append, progress)
+        try:
+            async with self._load_lock:
+                return await self._store_locked(name, source, append, progress, copied)
+        except BaseException:
+            if copied is not None:
+                SpillStore.discard(copied[0])  # no-op once committed (the file was renamed)
+            raise
 
-    async def _store_locked(self, name: str, source: LoadedSource, append: bool, progress: Progress | None
-                            ) -> dict[str, Any]:
+    async def _store_locked(self, name: str, source: LoadedSource, append: bool, progress: Progress | None,
+                            copied: tuple[SpilledText, FileScan] | None) -> dict[str, Any]:
         previous = self.contexts.get(name) if append and name in self.contexts else None
         replaced = self.contexts.get(name) if not append and name in self.contexts else None
+        if previous is not None:
+            await previous.ready()
         sandbox = await self.sandbox()
-        text, source.text = source.text, ""
-        indexed, spilled = await self._prepare(sandbox, name, text, previous, source, progress)
-        del text  # from here on the worker holds the only copy in memory
-        # Before the worker decodes its copy: what the read, the count and the index freed.
-        await anyio.to_thread.run_sync(_give_back_freed_memory)
+        if copied is not None:
+            spilled, scan = copied
+            indexed = ctxmod.Context.from_file(name, open(spilled.path, "rb"), spilled.chars,  # noqa: SIM115
+                                               scan.lines, scan.head, scan.tail, scan.ends_with_newline, source.files)
+        else:
+            text, source.text = source.text, ""
+            indexed, spilled = await self._prepare(sandbox, name, text, previous, source, progress)
+            del text  # from here on the worker holds the only copy in memory
+            # Before the worker decodes its copy: what the read, the count and the index freed.
+            await anyio.to_thread.run_sync(_give_back_freed_memory)
         if progress is not None:
             await progress(0, None, f"sending {indexed.chars - (previous.chars if previous else 0):,} characters "
                                     "to the sandbox")

@@ -30,6 +30,8 @@ _EXPORTS = {
     "SandboxSession": "host",
     "SearchTimeout": "errors",
     "SessionState": "values",
+    "FileScan": "spill",
+    "NotUtf8": "spill",
     "SpillStore": "spill",
     "SpilledText": "spill",
     "SubQueryFailure": "values",
@@ -73,7 +75,7 @@ if TYPE_CHECKING:
     from .host import SandboxSession
     from .walls import Isolation
     from .modules import ALLOWED_MODULES
-    from .spill import SpilledText, SpillStore, sweep_stale
+    from .spill import FileScan, NotUtf8, SpilledText, SpillStore, sweep_stale
     from .textops import FindResult, Hit
     from .values import (
         PAUSE,

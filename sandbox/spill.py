@@ -27,12 +27,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-__all__ = ["SpillStore", "SpilledText", "sweep_stale"]
+__all__ = ["FileScan", "NotUtf8", "SpillStore", "SpilledText", "char_start", "sweep_stale"]
 
 PREFIX = "rlm-contexts-"
 
 CHUNK = 1024 * 1024  # small pieces: glibc keeps freed 8 MB buffers in the heap (measured +30 MB)
 STEP = 64 * 1024  # chars between two marks of a non-ASCII text
+_COMPACT = sys.getsizeof("\xe9") - 2  # the header of a str that is not ASCII: size = header + (n + 1) * width
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,22 @@ class Marks:
 
     def __add__(self, other: Marks) -> Marks:
         return Marks(self.chars + other.chars, self.nbytes + other.nbytes, self.ascii + other.ascii)
+
+
+class NotUtf8(ValueError):
+    """A file given to ``SpillStore.copy_file`` is not strict UTF-8 (or has a BOM): the caller
+    decodes it the slow way, with replacements."""
+
+
+@dataclass
+class FileScan:
+    """What one pass over a copied file learned: enough to describe the text without holding it."""
+
+    lines: int = 0  # newline-separated lines, as ``Context.lines`` counts them
+    head: str = ""
+    tail: str = ""
+    ends_with_newline: bool = False
+    ascii: bool = True
 
 
 @dataclass(frozen=True)
@@ -139,6 +156,25 @@ class SpillStore:
                 old.path.unlink(missing_ok=True)
         return merged
 
+    def copy_file(self, source: str | os.PathLike[str], max_bytes: int, edge: int = 2000
+                  ) -> tuple[SpilledText, FileScan]:
+        """Copy a UTF-8 file to a new part (see ``commit``) with the kernel's file copy, then check
+        the copy (not the source, which may change meanwhile) a block at a time: strict UTF-8, its
+        marks, chars, lines, first and last ``edge`` chars. Memory: a block, whatever the size.
+        Raises ``NotUtf8`` (the part removed) for a file to decode the slow way, ``OverflowError``
+        for one that grew past ``max_bytes`` since it was checked."""
+        path = self.directory / f"part-{next(self._serial)}.txt"
+        try:
+            with open(source, "rb") as src, open(path, "wb") as dst:
+                nbytes = _copy(src.fileno(), dst.fileno(), max_bytes + 1)
+            if nbytes > max_bytes:
+                raise OverflowError(nbytes)
+            spilled, scan = _scan(path, nbytes, edge)
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        return spilled, scan
+
     @staticmethod
     def discard(part: SpilledText) -> None:
         part.path.unlink(missing_ok=True)
@@ -219,6 +255,112 @@ class SpillStore:
         with open(spilled.path, "rb") as f:
             while chunk := f.read(CHUNK):
                 yield chunk
+
+
+def _copy(src: int, dst: int, limit: int) -> int:
+    """Up to ``limit`` bytes from ``src`` to ``dst`` in the kernel (copy_file_range, else sendfile,
+    else plain reads and writes); returns the bytes copied."""
+    done = 0
+    for call in ("copy_file_range", "sendfile"):
+        fn = getattr(os, call, None)
+        if fn is None:
+            continue
+        try:
+            while done < limit:
+                n = (fn(src, dst, limit - done) if call == "copy_file_range"
+                     else fn(dst, src, None, min(limit - done, 1 << 30)))
+                if n == 0:
+                    return done
+                done += n
+            return done
+        except OSError:
+            if done:
+                raise
+            continue  # not supported between these files: try the next way
+    while done < limit and (block := os.read(src, min(CHUNK, limit - done))):
+        view = memoryview(block)
+        while view:
+            view = view[os.write(dst, view):]
+        done += len(block)
+    return done
+
+
+def char_start(block: bytes) -> int:
+    """Where the last (maybe incomplete) UTF-8 sequence of ``block`` starts, so a block cut there
+    decodes alone: the length of ``block`` when it ends on a whole character."""
+    for back in range(1, min(4, len(block)) + 1):
+        byte = block[-back]
+        if byte < 0x80:
+            return len(block)
+        if byte >= 0xC0:  # a lead byte: whole if its sequence fits in what follows it
+            need = 2 if byte < 0xE0 else 3 if byte < 0xF0 else 4
+            return len(block) if need <= back else len(block) - back
+    return len(block)
+
+
+def _scan(path: Path, nbytes: int, edge: int) -> tuple[SpilledText, FileScan]:
+    """One pass over a UTF-8 file: marks (ASCII blocks map by adding; others get a mark every
+    ``STEP`` chars), chars, the width of the widest char, lines, head and tail."""
+    marks = Marks()
+    scan = FileScan()
+    chars = newlines = offset = 0
+    width = 1
+    tail = b""
+    last = b""
+    with open(path, "rb") as f:
+        if f.read(3) == codecs.BOM_UTF8:
+            raise NotUtf8("the file starts with a byte order mark")
+        f.seek(0)
+        carry = b""
+        while True:
+            block = carry + f.read(CHUNK)
+            if not block:
+                break
+            cut = char_start(block) if len(block) > len(carry) else len(block)
+            block, carry = block[:cut], block[cut:]
+            if not block:
+                raise NotUtf8("the file ends inside a character")
+            newlines += block.count(b"\n")
+            if block.isascii():
+                if not marks.ascii or not marks.ascii[-1]:
+                    marks.chars.append(chars), marks.nbytes.append(offset), marks.ascii.append(1)
+                text_len = len(block)
+                if len(scan.head) < edge:
+                    scan.head += block[: edge - len(scan.head)].decode("ascii")
+            else:
+                scan.ascii = False
+                try:
+                    text = block.decode("utf-8")  # strict: lone surrogates are not UTF-8 either
+                except UnicodeDecodeError as exc:
+                    raise NotUtf8(str(exc)) from None
+                width = max(width, (sys.getsizeof(text) - _COMPACT) // (len(text) + 1))
+                pos = offset
+                for i in range(0, len(text), STEP):
+                    piece = text[i : i + STEP]
+                    marks.chars.append(chars + i), marks.nbytes.append(pos), marks.ascii.append(0)
+                    pos += len(piece.encode("utf-8"))
+                text_len = len(text)
+                if len(scan.head) < edge:
+                    scan.head += text[: edge - len(scan.head)]
+            tail = block[-4 * edge :] if len(block) >= 4 * edge else (tail + block)[-4 * edge :]
+            last = block[-1:]
+            chars += text_len
+            offset += len(block)
+        if carry:
+            raise NotUtf8("the file ends inside a character")
+    scan.tail = tail[_lead(tail):].decode("utf-8")[-edge:]
+    scan.ends_with_newline = last == b"\n"
+    scan.lines = newlines + (1 if chars and not scan.ends_with_newline else 0)
+    str_size = sys.getsizeof("") + width * chars + (0 if scan.ascii else _COMPACT - sys.getsizeof("") + width)
+    return SpilledText(path, chars, offset, str_size, marks), scan
+
+
+def _lead(data: bytes) -> int:
+    """The index of the first byte of ``data`` that starts a UTF-8 character."""
+    for i, byte in enumerate(data[:4]):
+        if byte < 0x80 or byte >= 0xC0:
+            return i
+    return 0
 
 
 def sweep_stale(parent: str | os.PathLike[str] | None = None) -> list[Path]:

@@ -15,6 +15,7 @@ an execution for as long as a human-speed root model needs.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import reprlib
@@ -330,11 +331,19 @@ class Worker:
         except MemoryError:
             self.channel.send({"op": "error", "message": "the worker ran out of memory serving this request"})
 
-    def _load(self, message: dict[str, Any], payload: bytearray | None) -> None:
+    def _load(self, message: dict[str, Any], payload: bytearray | str | None) -> None:
         name = message["name"]
-        data = payload if payload is not None else bytearray()
-        text = data.decode("utf-8", "surrogatepass")
-        del data, payload
+        if isinstance(payload, str):  # an ASCII text read straight into its str (before_payload)
+            text = payload
+            if not _all_ascii(text):
+                del text, payload
+                self.channel.send({"op": "error", "message": "the context said it was ASCII but is not"})
+                return
+        else:
+            data = payload if payload is not None else bytearray()
+            text = data.decode("utf-8", "surrogatepass")
+            del data
+        del payload
         if message.get("append") and name in self.contexts:
             text = self.contexts[name] + text
         self.contexts[name] = text
@@ -346,9 +355,10 @@ class Worker:
     def _account_contexts(self) -> None:
         self.context_bytes = sum(sys.getsizeof(t) for t in self.contexts.values())
 
-    def before_payload(self, message: dict[str, Any]) -> None:
+    def before_payload(self, message: dict[str, Any]) -> tuple[str, memoryview] | None:
         """Free a replaced context before the new one's bytes arrive (the host has already raised
-        the memory limit for them)."""
+        the memory limit for them). An ASCII text is read straight into a new str: its bytes are
+        its chars, so it needs no bytes buffer and no decoding, half the memory of the load."""
         if message.get("op") == "load":
             if not message.get("append") and message.get("name") in self.contexts:
                 # Replacing: free the old text before the new one arrives (the host keeps a
@@ -356,6 +366,13 @@ class Worker:
                 del self.contexts[message["name"]]
                 self._restore_reserved()
                 self._account_contexts()
+            size = message.get("payload")
+            if message.get("ascii") is True and type(size) is int and size > 0:
+                try:
+                    return _blank_ascii(size)
+                except (MemoryError, OSError, AttributeError, ValueError):
+                    return None  # the bytes then arrive as usual and are decoded
+        return None
 
     def _loaded(self, name: Any) -> str | None:
         text = self.contexts.get(name) if isinstance(name, str) else None
@@ -651,6 +668,31 @@ def _fingerprint(value: Any) -> tuple[int, int | None]:
     return (id(value), len(value) if isinstance(value, _SIZED) else None)
 
 
+_ASCII_HEADER = sys.getsizeof("") - 1  # a compact ASCII str's struct; its chars follow it
+
+
+def _blank_ascii(size: int) -> tuple[str, memoryview]:
+    """A new str of ``size`` ASCII chars, not yet filled, and a writable view of its chars.
+
+    CPython's ``PyUnicode_New`` makes a compact ASCII str whose chars lie right after its header;
+    until they are written nothing has seen it (not hashed, not interned, one reference), which
+    is when the C API itself fills new strings. The caller must fill every char with ASCII
+    bytes (``_all_ascii`` checks) before the str is used."""
+    new = ctypes.pythonapi.PyUnicode_New
+    new.restype = ctypes.py_object
+    new.argtypes = (ctypes.c_ssize_t, ctypes.c_uint32)
+    text = new(size, 127)
+    chars = (ctypes.c_char * size).from_address(id(text) + _ASCII_HEADER)
+    return text, memoryview(chars).cast("B")
+
+
+def _all_ascii(text: str) -> bool:
+    """Whether a str made by ``_blank_ascii`` holds only ASCII (its kind flag alone says so)."""
+    view = memoryview((ctypes.c_char * len(text)).from_address(id(text) + _ASCII_HEADER)).cast("B")
+    step = 1 << 20
+    return all(view[i : i + step].tobytes().isascii() for i in range(0, len(view), step))
+
+
 def _vm_size() -> int:
     try:
         with open("/proc/self/status") as status:
@@ -670,7 +712,8 @@ def main() -> None:
     os.dup2(devnull, 1)
     os.close(devnull)
     sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
-    channel = protocol.BlockingChannel(rfd, wfd)
+    bulk = config.get("bulk_fd")
+    channel = protocol.BlockingChannel(rfd, wfd, bulk if type(bulk) is int else None)
     worker = Worker(channel, config)
     worker.apply_limits()
     # Every import is done: the walls go up now, before any request (and so any code) is read.
