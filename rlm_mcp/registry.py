@@ -157,6 +157,10 @@ class SessionRegistry:
         if handle is not None and handle in self._entries:
             return self._entries[handle].session
         session = await self._mint(SessionKind.PROTOCOL, credential)
+        raced = self._protocol.get(protocol_id)
+        if raced is not None and raced in self._entries:  # a concurrent first call minted one meanwhile
+            await self._end(session.handle, "a concurrent call made this protocol session's first")
+            return self._entries[raced].session
         self._entries[session.handle].protocol_id = protocol_id
         self._protocol[protocol_id] = session.handle
         return session
