@@ -18,6 +18,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 
 from conftest import rlm_mcp_command
+from rlm_mcp.handles import short
 from support import HttpServer, call, call_raw, http_server
 
 GONE = "omit `session` to start a new one"
@@ -187,3 +188,26 @@ async def test_resources_name_the_session_on_2026_and_stay_implied_on_2025(serve
         done = await modern.complete(ResourceTemplateReference(type="ref/resource", uri="context://{session}/{name}"),
                                      {"name": "name", "value": "no"}, context_arguments={"session": handle})
         assert done.completion.values == ["notes"]
+
+
+async def test_host_mode_answers_reach_the_paused_session_by_its_handle(server: HttpServer):
+    async with Client(server.url) as client:  # no sampling, no provider: host mode
+        paused = await call(client, "exec_python", code="a = llm_query('capital of France?')\nFINAL(a.upper())")
+        assert paused["status"] == "paused", paused
+        handle, [pending] = paused["session"], paused["pending"]
+        is_error, text = await call_raw(client, "answer_sub_queries", answers={pending["id"]: "paris"})
+        assert is_error and "nothing is paused" in text.lower()  # a new session: never the paused one
+        done = await call(client, "answer_sub_queries", answers={pending["id"]: "paris"}, session=handle)
+        assert done["final"] == "PARIS" and done["session"] == handle
+
+
+async def test_the_handle_is_never_written_whole_to_the_log_or_the_trace(tmp_path):
+    with http_server("--log-level", "DEBUG", "--trace-dir", str(tmp_path)) as logged:
+        async with Client(logged.url) as client:
+            handle = (await call(client, "load_context", text="traced"))["session"]
+            await call(client, "exec_python", code="print(context)", session=handle)
+            await call_raw(client, "peek", session=handle[:-1])
+        log = logged.log()
+    traces = "".join(p.read_text() for p in tmp_path.glob("*.jsonl"))
+    assert "print(context)" in traces and short(handle) in log
+    assert handle not in log and handle not in traces and handle[:-1] not in log
