@@ -14,7 +14,8 @@ with one needle line at 98%, written to a temp folder. For each size a fresh ser
 each peer is started, warmed up (a tiny load and a few executions), then measured, the peers
 interleaved run by run so that machine noise hits all alike:
 
-- load: ours ``load_context(path=)`` (includes its exact token count), aleph ``load_file(path=)``,
+- load: ours ``load_context(path=)`` (the exact token count comes after it, in the background: the
+  driver waits for it before going on, and the note says when it came), aleph ``load_file(path=)``,
   rlms ``open().read()`` + ``LocalREPL(context_payload=)``; median, first load and reloads. In the
   note: ``open().read()`` in the bench process.
 - exec ``x = 1`` round trip: median. MCP round trips for ours and aleph; rlms has no transport.
@@ -32,9 +33,10 @@ interleaved run by run so that machine noise hits all alike:
 Ratios are theirs / ours: above 1 means ours is faster (or smaller). Reading them: ours and aleph
 pay an MCP round trip per call (about a millisecond, see the ping row) that rlms, a library called
 in-process, does not, so on sub-millisecond operations rlms wins by construction; the "engine
-alone" row shows the execution cost without any transport. Ours also counts tokens exactly when
-loading (aleph estimates chars / 4, rlms does not count), and ours keeps two copies of a context
-by design (the server's, for peek and search; the worker's, for code).
+alone" row shows the execution cost without any transport. Ours also counts tokens exactly after
+loading, in a process of its own that is part of ours' tree while it runs (aleph estimates chars /
+4, rlms does not count). Ours keeps one copy of a context in memory (the worker's, for code) and
+one on disk (for peek, and for a fresh worker).
 """
 
 from __future__ import annotations
