@@ -173,6 +173,8 @@ async def _load(client: Any, rss: RssSampler, report: Report, setup: _Setup) -> 
     """(a), and the memory samples of (e) taken around the first big load."""
     # Warm-up: the worker starts and the tokenizer loads on the first load; keep them out of (a).
     await _call(client, "load_context", name="small", path=str(setup.small_path))
+    while any(c["token_count"] == "counting" for c in (await _call(client, "list_contexts"))["contexts"]):
+        await anyio.sleep(0.1)  # the count's process exits when done: idle is without it
     await anyio.sleep(0.5)
     rss.mark("idle")
     await anyio.sleep(0.3)

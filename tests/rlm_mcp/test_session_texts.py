@@ -32,6 +32,7 @@ async def test_loading_leaves_no_copy_of_the_text_in_the_server(tmp_path: Path):
         try:
             before = tracemalloc.get_traced_memory()[0]
             summary = await session.load_context(path="doc.txt")
+            await session.contexts.get("context").ready()  # the line index is built in the background
             gc.collect()
             kept = tracemalloc.get_traced_memory()[0] - before
         finally:
