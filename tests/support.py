@@ -83,6 +83,10 @@ def _cmdline(pid: int) -> bytes:
         return b""
 
 
+def _is_helper(cmdline: bytes) -> bool:
+    return b"rlm_mcp.tokens" in cmdline or b"_pdf_worker" in cmdline
+
+
 def innermost(pid: int) -> int:
     """Follow single-child links down from ``pid`` (a worker under bubblewrap is two below it)."""
     for _ in range(4):
@@ -201,8 +205,9 @@ class HttpServer:
     def workers(self) -> set[int]:
         """The server's sandbox workers, as the pids ``rlm_status`` reports: a child, or the
         process at the end of the chain under a bubblewrap child (bwrap, its init, the worker).
-        Short-lived helpers (a background token count, a PDF reader) are not workers."""
-        return {w for w in (innermost(c) for c in children(self.pid)) if b"sandbox.worker" in _cmdline(w)}
+        Short-lived helpers (a background token count, a PDF reader) are not workers; a worker
+        that is exiting (its command line already empty) still is, until it is gone."""
+        return {w for w in (innermost(c) for c in children(self.pid)) if not _is_helper(_cmdline(w))}
 
 
 @contextmanager

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import statistics
 import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -464,24 +463,25 @@ async def test_cancelled_execute_replaces_the_worker() -> None:
 # -- speed ---------------------------------------------------------------------------------------
 
 
-async def _median_exec_time(s: SandboxSession, code: str, runs: int = 7) -> float:
+async def _fastest_exec_time(s: SandboxSession, code: str, runs: int = 9) -> float:
+    """The fastest of several runs: what the code costs, without what the shared machine added."""
     samples = []
     for _ in range(runs):
         started = time.perf_counter()
         result = await s.execute(code)
         samples.append(time.perf_counter() - started)
         assert result.status == "ok", result.error
-    return statistics.median(samples)
+    return min(samples)
 
 
 async def test_len_of_context_does_not_depend_on_its_size() -> None:
     """`x = len(context)` takes about as long with a 100 MB context as with a 1 KB one."""
     async with SandboxSession(Limits(exec_timeout=10.0, memory_margin_mb=256)) as small:
         await small.load_context("context", "a" * 1_000)
-        small_time = await _median_exec_time(small, "x = len(context)")
+        small_time = await _fastest_exec_time(small, "x = len(context)")
     async with SandboxSession(Limits(exec_timeout=10.0, memory_margin_mb=256)) as big:
         await big.load_context("context", "a" * 100_000_000)
-        big_time = await _median_exec_time(big, "x = len(context)")
+        big_time = await _fastest_exec_time(big, "x = len(context)")
         assert (await big.execute("print(x)")).stdout == "100000000\n"
     assert big_time < 1.5 * small_time + 0.005, (small_time, big_time)
 
