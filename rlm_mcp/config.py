@@ -89,7 +89,7 @@ OPTIONS: tuple[tuple[str, str, Any, str], ...] = (
     ("--max-files", "max_files", int, "cap on files loaded from one folder or glob (default 20000)"),
     ("--search-timeout", "search_timeout", float, "seconds a search pattern may run before it is stopped (default 10)"),
     ("--idle-timeout", "idle_timeout", float, "seconds before an idle HTTP session ends with its worker and files "
-     "(stdio: only the worker stops) (default 1800)"),
+     "(stdio, and 2025-11-25 clients still connected: only the worker stops) (default 1800)"),
     ("--max-sessions", "max_sessions", int, "sessions held at once over HTTP (default 64)"),
     ("--max-workers", "max_workers", int, "sandbox workers running at once; the least recently used idle one "
      "stops first, its contexts kept (default 8)"),

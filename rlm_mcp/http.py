@@ -48,20 +48,24 @@ class BearerAuth:
         await self.app(scope, receive, send)
 
 
-class EndSessionOnDelete:
-    """When a client deletes its protocol session (``DELETE`` with ``Mcp-Session-Id``, answered
-    2xx by the SDK), its RLM session ends too: the worker stops and its files go at once instead
-    of after --idle-timeout. (The SDK offers no public hook for the end of a session.)"""
+class ProtocolSessionTraffic:
+    """What the RLM sessions of 2025-11-25 clients learn from the HTTP traffic of their
+    ``Mcp-Session-Id`` (the SDK offers no public hook for a protocol session's life):
+
+    - a request or an open stream (the client's standalone GET) keeps the session alive, as it
+      keeps the SDK's; so a connected client idle for --idle-timeout keeps its contexts, and one
+      that vanished loses them when the SDK drops its protocol session;
+    - a ``DELETE`` the SDK accepts (2xx) ends the RLM session at once, worker and files."""
 
     def __init__(self, app: ASGIApp, registry: Any) -> None:
         self.app = app
         self.registry = registry
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope.get("method") != "DELETE":
+        session_id = dict(scope.get("headers", [])).get(b"mcp-session-id", b"").decode("latin-1")
+        if scope["type"] != "http" or not session_id:
             await self.app(scope, receive, send)
             return
-        session_id = dict(scope.get("headers", [])).get(b"mcp-session-id", b"").decode("latin-1")
         status: list[int] = []
 
         async def watch(message: Any) -> None:
@@ -69,8 +73,9 @@ class EndSessionOnDelete:
                 status.append(message["status"])
             await send(message)
 
-        await self.app(scope, receive, watch)
-        if session_id and status and 200 <= status[0] < 300:
+        with self.registry.protocol_traffic(session_id):
+            await self.app(scope, receive, watch)
+        if scope.get("method") == "DELETE" and status and 200 <= status[0] < 300:
             await self.registry.end_protocol_session(session_id)
 
 
@@ -83,7 +88,7 @@ def build_http_app(mcp: MCPServer, settings: Settings) -> Any:
         # with a bare 413; JSON escaping can double a text's size on the wire.
         max_request_body_size=2 * settings.max_load_mb * 1024 * 1024 + 1024 * 1024,
     )
-    app = EndSessionOnDelete(app, mcp.rlm_registry)  # type: ignore[attr-defined]
+    app = ProtocolSessionTraffic(app, mcp.rlm_registry)  # type: ignore[attr-defined]
     if settings.auth_token:
         app = BearerAuth(app, settings.auth_token)
     return app

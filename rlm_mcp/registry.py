@@ -15,9 +15,10 @@ The connection is found with public SDK APIs only: the negotiated version
 to a protocol session only after checking its ``Mcp-Session-Id``, so the header names it.
 
 Bounds: at most ``--max-sessions`` HTTP sessions (sessions that never held anything go first
-when full); a session idle for ``--idle-timeout`` ends with its worker and files (the stdio
-session only stops its worker); a client's DELETE of its protocol session ends its session
-(``http.py``); ``--max-workers`` caps the running workers (``workers.py``).
+when full); a session idle for ``--idle-timeout`` ends with its worker and files, except the
+stdio session and those of 2025-11-25 clients still connected (a stream open), which only stop
+their worker; a client's DELETE of its protocol session ends its session (``http.py``);
+``--max-workers`` caps the running workers (``workers.py``).
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ from __future__ import annotations
 import hmac
 import logging
 import warnings
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from enum import Enum
@@ -89,6 +90,7 @@ class SessionRegistry:
         self.settings = settings
         self._entries: dict[str, _Entry] = {}
         self._protocol: dict[str, str] = {}  # Mcp-Session-Id -> handle
+        self._protocol_open: dict[str, int] = {}  # Mcp-Session-Id -> HTTP requests and streams open
         self._process: RlmSession | None = None
         self._counter = 0
         self.on_new_session: list[Any] = []
@@ -201,6 +203,21 @@ class SessionRegistry:
     def sessions(self) -> list[RlmSession]:
         return [entry.session for entry in self._entries.values()]
 
+    @contextmanager
+    def protocol_traffic(self, protocol_id: str) -> Iterator[None]:
+        """An HTTP request or stream of a protocol session is open (``http.py``): its session is
+        not idle, as the SDK does not reap a protocol session with a request or stream open."""
+        self._protocol_open[protocol_id] = self._protocol_open.get(protocol_id, 0) + 1
+        try:
+            yield
+        finally:
+            left = self._protocol_open.pop(protocol_id) - 1
+            if left:
+                self._protocol_open[protocol_id] = left
+            handle = self._protocol.get(protocol_id)
+            if handle is not None and handle in self._entries:
+                self._entries[handle].session.last_used = anyio.current_time()
+
     async def end_protocol_session(self, protocol_id: str) -> None:
         """The client deleted its protocol session (HTTP DELETE): its RLM session ends too."""
         handle = self._protocol.get(protocol_id)
@@ -247,7 +264,9 @@ class SessionRegistry:
             # until --pause-timeout.
             if session.in_use or now - session.last_used <= self.settings.idle_timeout:
                 continue
-            if entry.kind is SessionKind.PROCESS:
+            # The stdio session, and one whose client holds a stream open (connected, only quiet),
+            # keep their contexts; only the worker stops.
+            if entry.kind is SessionKind.PROCESS or self._protocol_open.get(entry.protocol_id or ""):
                 if session.worker_running and not session.paused:
                     logger.debug("stopping idle worker of %s", session.label)
                     await session.stop_worker(f"idle for {self.settings.idle_timeout:g} s (--idle-timeout)")

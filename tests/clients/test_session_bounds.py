@@ -85,3 +85,14 @@ async def test_an_idle_minted_session_ends_with_its_worker():
             await wait_for(lambda: gone(pid), 10, "the idle session's worker to stop")
             is_error, text = await call_raw(client, "peek", session=handle)
             assert is_error and "gone" in text and "--idle-timeout" in text
+
+
+async def test_a_connected_2025_client_keeps_its_contexts_past_the_idle_timeout_only_its_worker_stops():
+    with http_server("--idle-timeout", "1") as server:
+        async with Client(server.url, mode="legacy") as client:  # it holds its GET stream open
+            first = await call(client, "load_context", text="kept while connected")
+            pid = (await call(client, "rlm_status"))["worker"]["pid"]
+            await wait_for(lambda: gone(pid), 10, "the idle worker to stop")
+            await anyio.sleep(1.5)  # idle past the timeout again, with no worker
+            again = await call(client, "peek")
+            assert again["text"] == "kept while connected" and again["session"] == first["session"]
