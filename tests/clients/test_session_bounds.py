@@ -77,12 +77,14 @@ async def test_a_worker_running_code_is_never_stopped_to_make_room():
             assert other["final"] == "second"
 
 
-async def test_an_idle_minted_session_ends_with_its_worker():
-    with http_server("--idle-timeout", "1") as server:
+async def test_an_idle_minted_session_ends_with_its_worker_and_files(tmp_path):
+    with http_server("--idle-timeout", "1", env={"TMPDIR": str(tmp_path)}) as server:
         async with Client(server.url) as client:
             handle = (await call(client, "load_context", text="short-lived"))["session"]
             pid = (await call(client, "rlm_status", session=handle))["worker"]["pid"]
+            assert list(tmp_path.glob("rlm-contexts-*/*")), "the context is not on disk where expected"
             await wait_for(lambda: gone(pid), 10, "the idle session's worker to stop")
+            await wait_for(lambda: not list(tmp_path.glob("rlm-contexts-*")), 10, "the session's files to go")
             is_error, text = await call_raw(client, "peek", session=handle)
             assert is_error and "gone" in text and "--idle-timeout" in text
 

@@ -25,3 +25,19 @@ def test_a_session_bound_to_a_token_is_refused_under_another_and_without_one():
     assert not handles.same_credential(bound, "Bearer two")
     assert not handles.same_credential(bound, None)
     assert handles.same_credential(handles.credential_digest(None), "Bearer anything")  # no --auth-token
+
+
+STATEFUL = {"load_context", "list_contexts", "peek", "search", "exec_python", "answer_sub_queries", "sub_query",
+            "rlm_solve", "get_variable", "rlm_status", "reset_session", "show_trace"}
+
+
+async def test_every_stateful_tool_takes_session_and_says_where_it_comes_from(make_client):
+    async with make_client() as client:
+        tools = {t.name: t for t in (await client.list_tools()).tools}
+        prompt = (await client.get_prompt("rlm")).messages[0].content.text
+    assert STATEFUL <= set(tools)
+    for name in STATEFUL:
+        schema = tools[name].input_schema
+        assert "session" in schema["properties"] and "session" not in schema.get("required", []), name
+        assert "first call" in schema["properties"]["session"]["description"], name
+    assert "`session`" in prompt and "every later call" in prompt
