@@ -176,7 +176,9 @@ class SessionRegistry:
                 "cannot start a new one. If you have a session, pass its handle as `session` (from the `session` "
                 "field of your earlier results). Idle sessions end after "
                 f"{self.settings.idle_timeout:g} s (--idle-timeout); the server's operator can raise --max-sessions.")
-        return self._new(kind, credential, "http")
+        session = self._new(kind, credential, "http")
+        session.fresh = kind is SessionKind.MINTED
+        return session
 
     def _new(self, kind: SessionKind, credential: str | None, label: str) -> RlmSession:
         self._counter += 1

@@ -85,6 +85,8 @@ class RlmSession:
         # A cap on workers across sessions (workers.WorkerCap.slot): held while this one starts.
         self._worker_slot = worker_slot
         self.in_requests = 0
+        # Started by the call being served, which passed no handle (registry): its errors say so.
+        self.fresh = False
         # Why the last worker was stopped while it held variables: the next result says so.
         self._stopped_note: str | None = None
         self.depth = depth

@@ -85,16 +85,27 @@ async def _run(call: Awaitable[T], limit: int, session: RlmSession | None = None
     Lone surrogates (from a client's text, or built by sandboxed code) cannot be encoded as JSON:
     results and messages that echo them get U+FFFD instead.
     """
+    # A session this very call started (no `session` passed, protocol 2026-07-28 over HTTP): if it
+    # fails, the likeliest cause is a forgotten handle, so the error says so.
+    fresh = session is not None and session.fresh
+    if session is not None:
+        session.fresh = False
     try:
         value = clean_json(await call)
     except (RlmError, SandboxError) as exc:
         message = clean_json(str(exc))
         if len(message) > _MAX_ERROR_CHARS:  # it echoes a huge argument back
             message = message[:_MAX_ERROR_CHARS] + f" [... {len(message) - _MAX_ERROR_CHARS:,} more characters]"
-        raise ToolError(message) from exc
+        raise ToolError(message + (_FRESH_HINT if fresh else "")) from exc
     if not isinstance(value, dict):
         return value
+    if fresh and value.get("status") == "error" and isinstance(value.get("error"), str):
+        value["error"] += _FRESH_HINT
     return _result({"session": session.handle, **value} if session is not None else value, limit)
+
+
+_FRESH_HINT = (" (This call passed no `session`, so it ran in a new, empty session. If you loaded contexts or "
+               "set variables before, pass the `session` value from those results.)")
 
 
 def register_tools(mcp: MCPServer, registry: SessionRegistry) -> None:

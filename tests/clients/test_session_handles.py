@@ -211,3 +211,16 @@ async def test_the_handle_is_never_written_whole_to_the_log_or_the_trace(tmp_pat
     traces = "".join(p.read_text() for p in tmp_path.glob("*.jsonl"))
     assert "print(context)" in traces and short(handle) in log
     assert handle not in log and handle not in traces and handle[:-1] not in log
+
+
+async def test_a_call_that_forgot_the_handle_says_so_when_it_fails(server: HttpServer):
+    async with Client(server.url) as client:
+        await call(client, "load_context", text="loaded in the first session", name="doc")
+        is_error, text = await call_raw(client, "peek", name="doc")
+        assert is_error and "No context named 'doc'" in text and "pass the `session` value" in text
+        run = await call(client, "exec_python", code="print(contexts['doc'])")
+        assert run["status"] == "error" and "pass the `session` value" in run["error"]
+        # A call with its handle gets no such note.
+        handle = (await call(client, "load_context", text="x", name="doc"))["session"]
+        is_error, text = await call_raw(client, "peek", name="other", session=handle)
+        assert is_error and "`session`" not in text
