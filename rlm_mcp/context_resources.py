@@ -13,6 +13,8 @@ from typing import Any
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.types import ListResourcesResult, Resource
 
+from .errors import RlmError
+
 __all__ = ["ContextResources"]
 
 
@@ -27,7 +29,10 @@ class ContextResources:
         if ctx.method != "resources/list" or (ctx.params or {}).get("cursor"):
             return result  # the SDK's list has one page; a later page (if it ever has) gets no repeat
         # Without a `session` argument: on protocol 2026-07-28 over HTTP no session is implied.
-        session = await self.registry.implied_session(ctx)
+        try:
+            session = await self.registry.implied_session(ctx)
+        except RlmError:  # the server is full: the list stays as the SDK made it
+            return result
         if session is None:
             return result
         listed = [

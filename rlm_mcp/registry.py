@@ -79,7 +79,7 @@ def _headers(request: ServerRequestContext[Any, Any]) -> Any:
     return getattr(request.request, "headers", None)
 
 
-def gone_message() -> str:
+def _gone_message() -> str:
     return ("The session you passed is gone (expired after --idle-timeout, closed, or unknown); its contexts "
             "and variables are not available. Omit `session` to start a new one: its handle comes back in "
             "the result as `session`, pass that on later calls.")
@@ -146,7 +146,7 @@ class SessionRegistry:
         if entry is None or not handles.same_credential(entry.credential, credential):
             logger.debug("refused session handle %s: %s", handles.short(handle),
                         "unknown or ended" if entry is None else "other credentials")
-            raise SessionGone(gone_message())
+            raise SessionGone(_gone_message())
         return entry.session
 
     def _process_session(self) -> RlmSession:

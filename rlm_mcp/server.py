@@ -20,7 +20,7 @@ from . import __version__
 from .arguments import RlmServer
 from .config import Settings
 from .context_resources import ContextResources
-from .errors import SessionGone, UnknownContext
+from .errors import RlmError, UnknownContext
 from .logs import quiet_routine_logs
 from .prompts import ROOT_PROMPT, root_prompt
 from .registry import SessionRegistry
@@ -88,7 +88,10 @@ def build_server(settings: Settings | None = None) -> MCPServer:
     @mcp.resource("context://{name}", name="context", description="A loaded context: size and a preview.",
                   mime_type="application/json")
     async def context_resource(name: str, ctx: Context) -> str:
-        session = await registry.implied_session(ctx)
+        try:
+            session = await registry.implied_session(ctx)
+        except RlmError as exc:  # the server is full
+            raise ResourceError(str(exc)) from exc
         if session is None:
             raise ResourceError(f"On protocol 2026-07-28 over HTTP a resource read names its session: read "
                                 f"context://<session>/{name}, <session> being the `session` field of your tool "
@@ -101,7 +104,7 @@ def build_server(settings: Settings | None = None) -> MCPServer:
     async def session_context_resource(session: str, name: str, ctx: Context) -> str:
         try:
             return _context_json(await registry.for_context(ctx, session), name)
-        except SessionGone as exc:
+        except RlmError as exc:  # a gone handle
             raise ResourceError(str(exc)) from exc
 
     def _context_json(session: RlmSession, name: str) -> str:
@@ -133,7 +136,7 @@ def build_server(settings: Settings | None = None) -> MCPServer:
         try:
             session = (await registry.for_context(request, handle) if handle is not None
                        else await registry.implied_session(request))
-        except SessionGone:
+        except RlmError:  # a gone handle, or a full server
             return None
         if session is None:
             return None

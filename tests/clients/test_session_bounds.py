@@ -26,6 +26,11 @@ async def test_max_sessions_refuses_a_new_session_with_what_to_do_and_empty_ones
             # The sessions that hold something are untouched, and still reachable by their handles.
             assert (await call(client, "peek", session=a))["text"] == "first user's"
             assert (await call(client, "peek", session=b))["text"] == "second user's"
+        # A 2025-11-25 client arriving now gets the same error from tools; listing resources still works.
+        async with Client(server.url, mode="legacy") as late:
+            assert [r for r in (await late.list_resources()).resources if r.uri.startswith("context://")] == []
+            is_error, text = await call_raw(late, "list_contexts")
+            assert is_error and "--max-sessions" in text
 
 
 async def test_max_workers_stops_the_least_recently_used_idle_worker_and_keeps_its_contexts():
