@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from array import array
 from concurrent.futures import Future
 from bisect import bisect_right
@@ -95,6 +96,7 @@ def file_line_starts(f: BinaryIO, chars: int, block: int = 1 << 20) -> array:
     done = 0
     carry = b""
     while data := carry + f.read(block):
+        time.sleep(0)  # a block at a time: the event loop (and others) get the GIL in between
         cut = len(data) if len(data) == len(carry) else _char_start(data)
         data, carry = data[:cut], data[cut:]
         if data.isascii():

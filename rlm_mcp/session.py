@@ -374,11 +374,7 @@ class RlmSession:
                                     "to the sandbox")
         # The store is updated only once the worker has the text, so the two never disagree
         # after a failed load.
-        try:
-            await sandbox.load_context(name, spilled, append=previous is not None)
-        finally:
-            # And what streaming the file to the worker freed (chunk buffers glibc kept).
-            await anyio.to_thread.run_sync(_give_back_freed_memory)
+        await sandbox.load_context(name, spilled, append=previous is not None)
         ctx = indexed
         self._count_in_background(ctx, previous, spilled.nbytes)
         return {

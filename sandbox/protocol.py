@@ -51,15 +51,18 @@ class BlockingChannel:
         # (owner, view): the payload is then read straight into ``view`` and ``recv`` returns
         # ``owner`` as the payload (a context's str, filled in place: no second copy).
         self.on_header: Callable[[dict[str, Any]], tuple[Any, memoryview] | None] | None = None
+        # Called on each block read into such a view (to check it while it is in the CPU's cache).
+        self.check_target: Callable[[memoryview], None] | None = None
 
     def _read_exactly(self, n: int, bulk: bool = False) -> bytearray:
         buf = bytearray(n)
         self._read_into(memoryview(buf), bulk)
         return buf
 
-    def _read_into(self, view: memoryview, bulk: bool = False) -> None:
+    def _read_into(self, view: memoryview, bulk: bool = False,
+                   check: Callable[[memoryview], None] | None = None) -> None:
         if bulk:
-            self._read_file_into(view)
+            self._read_file_into(view, check)
             return
         got = 0
         while got < len(view):
@@ -67,9 +70,12 @@ class BlockingChannel:
             if not chunk:
                 raise EOFError
             got += chunk
+        if check is not None:
+            check(view)
 
-    def _read_file_into(self, view: memoryview) -> None:
-        """Read the first ``len(view)`` bytes of the file whose descriptor comes on the bulk socket."""
+    def _read_file_into(self, view: memoryview, check: Callable[[memoryview], None] | None = None) -> None:
+        """Read the first ``len(view)`` bytes of the file whose descriptor comes on the bulk socket,
+        a block at a time, calling ``check`` on each block while it is still in the CPU's cache."""
         if self._bulk is None:
             raise EOFError
         _, fds, _, _ = socket.recv_fds(self._bulk, 1, 1)
@@ -78,9 +84,12 @@ class BlockingChannel:
         try:
             got = 0
             while got < len(view):
-                n = os.preadv(fds[0], [view[got : got + (1 << 24)]], got)
+                block = view[got : got + (1 << 20)]
+                n = os.preadv(fds[0], [block], got)
                 if not n:
                     raise EOFError  # the file is shorter than the header said
+                if check is not None:
+                    check(block[:n])
                 got += n
         finally:
             for fd in fds:
@@ -97,7 +106,7 @@ class BlockingChannel:
         bulk = message.get("bulk") is True
         target = self.on_header(message) if self.on_header is not None else None
         if target is not None and len(target[1]) == payload_len:
-            self._read_into(target[1], bulk)
+            self._read_into(target[1], bulk, self.check_target)
             return message, target[0]
         return message, self._read_exactly(payload_len, bulk)
 

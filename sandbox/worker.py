@@ -87,6 +87,7 @@ class Worker:
         self.max_fds = int(config.get("max_fds", 32))
         self.contexts: dict[str, str] = {}
         self.context_bytes = 0
+        self.ascii_ok = True  # the text being read into a str made by _blank_ascii is ASCII so far
         self.output = _Output(self.max_output)
         self.final: str | None = None
         self.cell = 0
@@ -335,7 +336,7 @@ class Worker:
         name = message["name"]
         if isinstance(payload, str):  # an ASCII text read straight into its str (before_payload)
             text = payload
-            if not _all_ascii(text):
+            if not self.ascii_ok:
                 del text, payload
                 self.channel.send({"op": "error", "message": "the context said it was ASCII but is not"})
                 return
@@ -369,10 +370,17 @@ class Worker:
             size = message.get("payload")
             if message.get("ascii") is True and type(size) is int and size > 0:
                 try:
+                    self.ascii_ok = True  # until check_ascii sees a block that is not
                     return _blank_ascii(size)
                 except (MemoryError, OSError, AttributeError, ValueError):
                     return None  # the bytes then arrive as usual and are decoded
         return None
+
+    def check_ascii(self, block: memoryview) -> None:
+        """A block of a text read into a str made by ``_blank_ascii``: it must be ASCII (an ASCII
+        str holding other bytes would break the interpreter's assumptions)."""
+        if self.ascii_ok and not block.tobytes().isascii():
+            self.ascii_ok = False
 
     def _loaded(self, name: Any) -> str | None:
         text = self.contexts.get(name) if isinstance(name, str) else None
@@ -677,20 +685,13 @@ def _blank_ascii(size: int) -> tuple[str, memoryview]:
     CPython's ``PyUnicode_New`` makes a compact ASCII str whose chars lie right after its header;
     until they are written nothing has seen it (not hashed, not interned, one reference), which
     is when the C API itself fills new strings. The caller must fill every char with ASCII
-    bytes (``_all_ascii`` checks) before the str is used."""
+    bytes (``Worker.check_ascii`` checks) before the str is used."""
     new = ctypes.pythonapi.PyUnicode_New
     new.restype = ctypes.py_object
     new.argtypes = (ctypes.c_ssize_t, ctypes.c_uint32)
     text = new(size, 127)
     chars = (ctypes.c_char * size).from_address(id(text) + _ASCII_HEADER)
     return text, memoryview(chars).cast("B")
-
-
-def _all_ascii(text: str) -> bool:
-    """Whether a str made by ``_blank_ascii`` holds only ASCII (its kind flag alone says so)."""
-    view = memoryview((ctypes.c_char * len(text)).from_address(id(text) + _ASCII_HEADER)).cast("B")
-    step = 1 << 20
-    return all(view[i : i + step].tobytes().isascii() for i in range(0, len(view), step))
 
 
 def _vm_size() -> int:
@@ -719,6 +720,7 @@ def main() -> None:
     # Every import is done: the walls go up now, before any request (and so any code) is read.
     report = walls.apply_inner({**config, **worker.initial_limits()})
     channel.on_header = worker.before_payload
+    channel.check_target = worker.check_ascii
     channel.send({"op": "ready", "pid": os.getpid(), "base_vm": worker.base_vm, "walls": report})
     worker.serve()
 

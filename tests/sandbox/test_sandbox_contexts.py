@@ -303,3 +303,19 @@ def test_a_read_racing_a_replace_or_a_drop_gets_the_new_text_or_none(tmp_path: P
     new.path.unlink()  # removed under us for good (a temp cleaner)
     assert store.read("c", 0, 3) is None
     store.close()
+
+
+async def test_the_worker_refuses_bytes_that_are_not_ascii_under_an_ascii_header(tmp_path: Path) -> None:
+    """A text said to be ASCII (as many chars as bytes) is read straight into a str; a block that
+    is not ASCII after all is refused, and the worker keeps working with its other contexts."""
+    import dataclasses
+
+    store = SpillStore(tmp_path)
+    async with SandboxSession(LIMITS, store=store) as session:
+        await session.load_context("good", "plain text\n")
+        part = store.write("x" * 2_000_000 + "\u00e9" * 10)
+        lying = dataclasses.replace(part, chars=part.nbytes)  # what a corrupt copy would claim
+        with pytest.raises(SandboxError):
+            await session.load_context("bad", lying)
+        result = await session.execute("print(sorted(contexts), contexts['good'])")
+        assert result.stdout == "['good'] plain text\n\n"
