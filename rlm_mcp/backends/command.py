@@ -7,6 +7,9 @@ Framing on stdin (UTF-8): the system prompt, a blank line, then the prompt. A ch
 several turns (``rlm_solve``'s root) is written as the system prompt, a blank line, then
 each turn as ``User:`` or ``Assistant:`` on a line of its own followed by its text,
 turns separated by blank lines, ending with ``Assistant:``. stdin is closed after it.
+When an argument contains ``{system}`` (``llm -m M -s {system}``), the system prompt goes
+there instead and stdin carries the rest: small models follow a system prompt given as
+one far better than the same text at the top of the user's message.
 
 The answer is stdout decoded as UTF-8, stripped of surrounding whitespace, cut at
 ``max_output`` bytes (the answer then says so). Exit status 0 is success; anything else
@@ -33,7 +36,9 @@ from anyio.abc import ByteReceiveStream, Process
 from ..errors import SubQueryFailed
 from .base import ChatMessage, Completion
 
-__all__ = ["CommandBackend", "frame_stdin", "mask_args", "split_command"]
+__all__ = ["CommandBackend", "SYSTEM_PLACEHOLDER", "frame_stdin", "mask_args", "split_command"]
+
+SYSTEM_PLACEHOLDER = "{system}"
 
 _STDERR_TAIL = 2000
 _CHUNK = 65536
@@ -124,22 +129,26 @@ class CommandBackend:
                 "max_output_bytes": self.max_output, "calls": self.calls, "running": self.in_flight}
 
     async def complete(self, messages: list[ChatMessage], *, system: str | None, max_tokens: int) -> Completion:
+        argv = self.argv
+        if any(SYSTEM_PLACEHOLDER in arg for arg in argv[1:]):
+            argv = [argv[0], *(arg.replace(SYSTEM_PLACEHOLDER, system or "") for arg in argv[1:])]
+            system = None
         data = frame_stdin(messages, system).encode("utf-8", errors="replace")
         async with self._limiter:
             self.calls += 1
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
             try:
-                return await self._run(data)
+                return await self._run(argv, data)
             finally:
                 self.in_flight -= 1
 
-    async def _run(self, data: bytes) -> Completion:
-        label = os.path.basename(self.argv[0])
+    async def _run(self, argv: list[str], data: bytes) -> Completion:
+        label = os.path.basename(argv[0])
         with anyio.CancelScope(shield=True):  # a cancellation mid-spawn must not leave an unowned process
             try:
                 process = await anyio.open_process(
-                    self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                    argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                     start_new_session=True, env=self._env,
                 )
             except OSError as exc:

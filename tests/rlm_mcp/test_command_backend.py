@@ -280,3 +280,15 @@ def test_the_cache_flag_comes_from_the_flag_or_the_variable():
     assert settings_from_args([], env={}).cache_sub_queries is False
     assert settings_from_args(["--cache-sub-queries"], env={}).cache_sub_queries is True
     assert settings_from_args([], env={"RLM_CACHE_SUB_QUERIES": "yes"}).cache_sub_queries is True
+
+
+async def test_a_system_placeholder_puts_the_system_prompt_in_an_argument_instead_of_stdin(make_client, tmp_path):
+    cli = write_cli(tmp_path / "bin", "sys-flag", "print(repr(sys.argv[1:]), repr(sys.stdin.read()))")
+    async with make_client("legacy", llm_command=f"{cli} -m tiny -s {{system}} --tag=x{{system}}") as client:
+        result = await call(client, "exec_python", code="print(llm_query('the prompt'))")
+        args, stdin = result["stdout"].rstrip("\n").split("] ", 1)
+        assert args.startswith("['-m', 'tiny', '-s', 'You are a sub-model")
+        assert "'--tag=xYou are a sub-model" in args
+        assert stdin == "'the prompt'"
+        status = await call(client, "rlm_status")
+        assert status["sub_llm"]["command"]["args"] == ["-m", "tiny", "-s", "{system}", "--tag=x{system}"]
