@@ -292,6 +292,8 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m rlm_mcp.tokens PATH START END [ENCODING]``: print ``{"tokens": n, "encoding":
     name}`` for the bytes ``START:END`` of PATH. The server runs this in a short-lived process so
     that the tokenizer (~50 MB) and the counting threads never live in the server."""
+    global _THREADS
+    _THREADS = max(2, os.cpu_count() or 2)  # a process of its own, for this count only: every core
     args = sys.argv[1:] if argv is None else argv
     path, start, end = args[0], int(args[1]), int(args[2])
     tokens, encoding = count_file(path, start, end, args[3] if len(args) > 3 else "o200k_base")
