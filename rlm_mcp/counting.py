@@ -85,7 +85,7 @@ class CountJob:
                     return None, "cancelled"
                 self._process = process = subprocess.Popen(
                     [sys.executable, "-m", "rlm_mcp.tokens", os.fspath(self.path), str(self.offset), str(self.end),
-                     self.encoding],
+                     self.encoding, str(os.getpid())],
                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                     cwd=_package_parent())
             try:

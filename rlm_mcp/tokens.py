@@ -20,6 +20,7 @@ import math
 import os
 import sys
 import threading
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -289,16 +290,28 @@ def count_file(path: str | os.PathLike[str], start: int = 0, end: int | None = N
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m rlm_mcp.tokens PATH START END [ENCODING]``: print ``{"tokens": n, "encoding":
-    name}`` for the bytes ``START:END`` of PATH. The server runs this in a short-lived process so
-    that the tokenizer (~50 MB) and the counting threads never live in the server."""
+    """``python -m rlm_mcp.tokens PATH START END [ENCODING [SERVER_PID]]``: print ``{"tokens": n,
+    "encoding": name}`` for the bytes ``START:END`` of PATH, and exit early if SERVER_PID goes. The
+    server runs this in a short-lived process so that the tokenizer (~50 MB) and the counting
+    threads never live in the server."""
     global _THREADS
     _THREADS = max(2, os.cpu_count() or 2)  # a process of its own, for this count only: every core
     args = sys.argv[1:] if argv is None else argv
+    # The server's pid, from the server: it may be gone before this line runs.
+    parent = int(args[4]) if len(args) > 4 else os.getppid()
+    threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
     path, start, end = args[0], int(args[1]), int(args[2])
     tokens, encoding = count_file(path, start, end, args[3] if len(args) > 3 else "o200k_base")
     sys.stdout.write(json.dumps({"tokens": tokens, "encoding": encoding}) + "\n")
     return 0
+
+
+def _exit_with(parent: int, interval: float = 0.5) -> None:
+    """End this process once ``parent`` is gone (a server killed without cleaning up would
+    otherwise leave its count running for a minute); the process is then re-parented."""
+    while os.getppid() == parent:
+        time.sleep(interval)
+    os._exit(1)
 
 
 def _clear_cache() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from rlm_mcp.config import Settings
@@ -130,3 +131,36 @@ def test_a_load_leaves_neither_tokenizer_nor_httpx_in_the_server(tmp_path: Path)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split("\n")[:2] == ["exact", "[]"]
+
+
+def test_a_count_ends_when_its_server_dies_without_cleaning_up(tmp_path: Path):
+    """A server killed mid-count leaves no counting process behind for long."""
+    code = (
+        "import os, sys, anyio\n"
+        "from rlm_mcp.config import Settings\n"
+        "from rlm_mcp.session import RlmSession\n"
+        "async def main():\n"
+        f"    session = RlmSession(Settings(roots=({str(tmp_path)!r},), exec_timeout=20))\n"
+        "    await session.load_context(text='alpha beta gamma. ' * 6_000_000)\n"
+        "    job = session._counts['context']\n"
+        "    while job._process is None:\n"
+        "        await anyio.sleep(0.01)\n"
+        "    print(job._process.pid, flush=True)\n"
+        "    os._exit(0)  # no aclose: as if killed\n"
+        "anyio.run(main)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    pid = int(out.stdout.split()[0])
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline and _alive(pid):
+        time.sleep(0.1)
+    assert not _alive(pid), "the counting process outlived its server"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
