@@ -336,10 +336,11 @@ def register_tools(mcp: MCPServer, registry: SessionRegistry) -> None:
         """Let the server run the whole RLM loop on a loaded context and return the final answer.
 
         The root model is reached through MCP sampling (your client's model, protocol 2025-11-25)
-        or the configured provider; it writes code, the sandbox runs it, sub-queries go to the
-        sub-LLM, until FINAL or the iteration limit (--max-iterations). Returns the final answer
-        and a short trace. Progress is reported per iteration. In host mode (no sampling, no
-        provider) this is not available: drive the loop yourself with exec_python.
+        or the configured provider or command-line model; it writes code, the sandbox runs it,
+        sub-queries go to the sub-LLM, until FINAL or the iteration limit (--max-iterations).
+        Returns the final answer and a short trace. Progress is reported per iteration. In host
+        mode (no sampling, provider or command) this is not available: drive the loop yourself
+        with exec_python.
 
         Example: rlm_solve(question="How many distinct error codes appear?", name="logs")
         """

@@ -292,3 +292,28 @@ async def test_a_system_placeholder_puts_the_system_prompt_in_an_argument_instea
         assert stdin == "'the prompt'"
         status = await call(client, "rlm_status")
         assert status["sub_llm"]["command"]["args"] == ["-m", "tiny", "-s", "{system}", "--tag=x{system}"]
+
+
+# Plays the root of rlm_solve when its system prompt (about the REPL) is on stdin, else a sub-LLM.
+ROOT = """
+text = sys.stdin.read()
+if "Python REPL" not in text:
+    print("sub:" + text.split("\\n\\n", 1)[1][:10])
+    sys.exit(0)
+turns = max(text.count("\\nAssistant:\\n") - 1, 0)  # earlier replies; the last label is for this one
+if turns == 0:
+    print("```repl\\nn = len(context)\\nprint(n)\\n```")
+elif turns == 1:
+    print("```repl\\nparts = llm_query_batched([context[:10], context[10:20]])\\nprint(parts)\\n```")
+else:
+    print("```repl\\nFINAL(str(n) + ' ' + parts[0])\\n```")
+"""
+
+
+async def test_rlm_solve_plays_the_root_through_the_command_turn_by_turn(make_client, tmp_path):
+    cli = write_cli(tmp_path / "bin", "root", ROOT)
+    async with make_client("legacy", llm_command=str(cli)) as client:
+        await call(client, "load_context", text="abcdefghijklmnopqrstuvwxyz")
+        solved = await call(client, "rlm_solve", question="How long is it?")
+    assert solved["completed"] and solved["final"] == "26 sub:abcdefghij"
+    assert solved["iterations"] == 3
