@@ -54,6 +54,7 @@ class Settings:
     max_sub_tokens: int = 20_000_000
     max_sub_seconds: float = 3600.0
     sub_query_timeout: float = 120.0
+    llm_retries: int = 4
     sub_max_tokens: int = 1024
     max_prompt_chars: int = 400_000
     pause_timeout: float = 1800.0
@@ -97,6 +98,8 @@ OPTIONS: tuple[tuple[str, str, Any, str], ...] = (
     ("--max-sub-tokens", "max_sub_tokens", int, "sub-query tokens (prompt + answer) per session (default 20000000)"),
     ("--max-sub-seconds", "max_sub_seconds", float, "seconds of sub-query time per session (default 3600)"),
     ("--sub-query-timeout", "sub_query_timeout", float, "seconds per sub-query (default 120)"),
+    ("--llm-retries", "llm_retries", int, "retries of a provider call that failed to connect or got 408/429/5xx, "
+     "with exponential backoff from 0.5 s (default 4; 0 = fail at once)"),
     ("--sub-max-tokens", "sub_max_tokens", int, "max tokens of one sub-query answer (default 1024)"),
     ("--max-prompt-chars", "max_prompt_chars", int, "cap on one sub-query prompt in characters (default 400000)"),
     ("--pause-timeout", "pause_timeout", float, "seconds a host-mode pause waits for answers (default 1800)"),
@@ -119,7 +122,7 @@ _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _POSITIVE = ("max_concurrency", "exec_timeout", "max_output_chars", "max_load_mb", "max_files", "idle_timeout",
              "sub_query_timeout", "sub_max_tokens", "search_timeout", "max_sub_seconds", "max_prompt_chars",
              "pause_timeout", "max_iterations", "max_sessions", "max_workers")
-_NOT_NEGATIVE = ("max_depth", "max_sub_queries", "max_sub_tokens")
+_NOT_NEGATIVE = ("max_depth", "max_sub_queries", "max_sub_tokens", "llm_retries")
 
 
 def _fail(message: str) -> NoReturn:

@@ -119,6 +119,7 @@ class SubQueryRouter:
                 self.settings.llm_model,
                 self.settings.llm_api_key,
                 timeout=self.settings.sub_query_timeout,
+                max_retries=self.settings.llm_retries,
             )
         return self._provider
 

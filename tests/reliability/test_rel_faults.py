@@ -256,7 +256,7 @@ def _is_worker(pid: int) -> bool:
 
 @pytest.mark.parametrize("fault", ["down", "slow", "garbage"])
 async def test_a_failing_provider_is_a_sub_query_error_and_the_session_goes_on(make_client, no_leaks, fault):
-    # down: connections refused, retried with backoff (~7.5 s) inside the 2 x 3 + 5 s deadline;
+    # down: connections refused, retried once after a ~0.5 s backoff (--llm-retries 1), then failed;
     # slow: every attempt outlives the 0.5 s per-call timeout, so the 2 x 0.5 + 5 s deadline ends it.
     timeout = {"down": 3.0, "slow": 0.5, "garbage": 0.5}[fault]
     fake = FakeOpenAI(latency=3 if fault == "slow" else 0, garbage=fault == "garbage")
@@ -265,7 +265,7 @@ async def test_a_failing_provider_is_a_sub_query_error_and_the_session_goes_on(m
     with serve_fake_openai(fake) as served:
         url = f"http://127.0.0.1:{free_port()}/v1" if fault == "down" else served.url
         async with make_client(sub_llm="provider", llm_base_url=url, sub_query_timeout=timeout,
-                               exec_timeout=30) as client:
+                               llm_retries=1 if fault == "down" else 4, exec_timeout=30) as client:
             pid = await _session_with_vars(client)
             # The code sees SubQueryError and may catch it; the root's own sub_query is a tool error.
             code = ("try:\n    llm_query('what is in it?')\nexcept SubQueryError as e:\n    caught = str(e)\n"

@@ -41,6 +41,7 @@ BROKEN = [  # (flags, variables, what the one line must say): each item the issu
     ([], {"RLM_MAX_FILES": "many"}, "RLM_MAX_FILES='many' is not a valid int"),
     ([], {"RLM_ALLOW_URL": "maybe"}, "RLM_ALLOW_URL='maybe' must be one of"),
     (["--port", "x"], {}, "--port"),
+    (["--llm-retries", "-1"], {}, "--llm-retries must not be negative"),
     (["--sub-llm", "command"], {}, "--sub-llm command needs --llm-command"),
     (["--llm-command", "no-such-model-cli-xyz -p"], {}, "the program 'no-such-model-cli-xyz' is not on PATH"),
     ([], {"RLM_LLM_COMMAND": "/nowhere/claude -p"}, "RLM_LLM_COMMAND: the program '/nowhere/claude' is not an"),

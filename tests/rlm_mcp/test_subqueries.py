@@ -157,10 +157,12 @@ async def test_provider_batches_respect_max_concurrency(make_client):
 
 
 async def test_a_provider_that_is_down_or_returns_garbage_fails_clearly(make_client):
-    async with make_client("legacy", llm_base_url="http://127.0.0.1:9/v1", sub_query_timeout=2) as client:
+    async with make_client("legacy", llm_base_url="http://127.0.0.1:9/v1", sub_query_timeout=2,
+                           llm_retries=0) as client:
         started = time.monotonic()
         result = await call(client, "exec_python", code="llm_query('x')")
-        assert "cannot reach" in result["error"] and time.monotonic() - started < 20
+        assert "cannot reach" in result["error"] and "after 1 attempts" in result["error"]
+        assert time.monotonic() - started < 20
     with serve_fake_openai(FakeOpenAI(garbage=True)) as fake:
         async with make_client("legacy", llm_base_url=fake.url) as client:
             result = await call(client, "exec_python", code="llm_query('x')")
