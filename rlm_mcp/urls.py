@@ -17,6 +17,7 @@ import httpx
 
 from rlm_mcp.errors import InvalidInput, SourceError, TooLarge, UrlNotAllowed
 
+from . import converters
 from .loaders import (
     _SNIFF,
     ALLOW_PRIVATE_FLAG,
@@ -25,6 +26,7 @@ from .loaders import (
     LoadedSource,
     LoadLimits,
     Progress,
+    _converted_file,
     _mib,
     _too_big,
 )
@@ -185,12 +187,39 @@ async def load_url(
     )
 
 
+# Documents a server names by their media type; read by the converters files on disk use.
+_DOCUMENT_TYPES = {
+    "text/html": "html",
+    "application/xhtml+xml": "html",
+    "application/pdf": "pdf",
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document": "docx",
+    "application/x-ipynb+json": "notebook",
+    "application/gzip": "gzip",
+    "application/x-gzip": "gzip",
+    "application/x-bzip2": "bzip2",
+    "application/x-xz": "xz",
+    "application/zip": "zip",
+    "application/x-tar": "tar",
+}
+
+
+def _document_format(ctype: str, url: httpx.URL):  # noqa: ANN202 - a converters format, or None
+    """The converter for a response: by its media type, else by the name its URL path ends in
+    (a PDF or a notebook is often served as application/octet-stream or text/plain)."""
+    name = _DOCUMENT_TYPES.get(ctype)
+    if name is not None:
+        return next(f for f in converters.FORMATS if f.name == name)
+    return converters.find(url.path.rsplit("/", 1)[-1]) if url.path else None
+
+
 async def _read_body(
     response: httpx.Response, url: str, limits: LoadLimits, progress: Progress | None
 ) -> LoadedSource:
     ctype = response.headers.get("content-type", "").split(";")[0].strip().lower()
-    if ctype.startswith(_BINARY_TYPES) and not ctype.startswith(_TEXTLIKE_APP):
-        raise SourceError(f"{url} is {ctype}, not text; only text can be loaded.")
+    fmt = _document_format(ctype, response.url)
+    if fmt is None and ctype.startswith(_BINARY_TYPES) and not ctype.startswith(_TEXTLIKE_APP):
+        raise SourceError(f"{url} is {ctype}, not text or a document format load_context reads "
+                          "(PDF, Word, HTML, notebooks, compressed files, archives).")
     declared = response.headers.get("content-length", "")
     total = int(declared) if declared.isdigit() else None
     if total is not None and total > limits.max_bytes:
@@ -211,6 +240,10 @@ async def _read_body(
             await progress(size, total, f"downloaded {_mib(size)}")
     data = b"".join(chunks)
     del chunks
+    if fmt is not None:
+        budget = converters.Budget(limits.max_bytes, limits.max_files)
+        conv = await anyio.to_thread.run_sync(converters.convert_file, fmt, data, url, budget)
+        return _converted_file(url, url, conv)
     charset = response.charset_encoding or "utf-8"
     warnings = []
     try:

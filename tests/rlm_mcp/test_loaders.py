@@ -13,6 +13,7 @@ import pytest
 from rlm_mcp.errors import InvalidInput, PathNotAllowed, SourceError, TooLarge, UrlNotAllowed
 from rlm_mcp.loaders import LoadLimits, load_glob, load_path, load_text, resolve_path
 from rlm_mcp.urls import load_url
+from documents import make_pdf
 
 # ---------------------------------------------------------------- a tree of files
 
@@ -245,6 +246,10 @@ class _Handler(BaseHTTPRequestHandler):
             "/big": lambda: self._send(200, b"x" * 5000, plain),
             "/big-unsized": lambda: self._send(200, b"y" * 5000, plain, length=False),
             "/image": lambda: self._send(200, b"\x89PNG\x00\x00", [("Content-Type", "image/png")]),
+            "/page": lambda: self._send(200, _PAGE, [("Content-Type", "text/html; charset=utf-8")]),
+            "/report": lambda: self._send(200, _PDF, [("Content-Type", "application/pdf")]),
+            "/files/paper.pdf": lambda: self._send(200, _PDF, [("Content-Type", "application/octet-stream")]),
+            "/broken": lambda: self._send(200, b"%PDF-1.7 not really", [("Content-Type", "application/pdf")]),
             "/slow": self._slow,
         }
         routes.get(self.path, lambda: self._send(404, b"not found"))()
@@ -252,6 +257,11 @@ class _Handler(BaseHTTPRequestHandler):
     def _slow(self):
         time.sleep(1.5)
         self._send(200, b"late")
+
+
+_PAGE = (b"<html><head><title>Notes</title><script>var hidden = 1;</script><style>p {}</style></head>"
+         b"<body><h1>Results</h1><ul><li>first</li><li>second</li></ul><p>Visible text.</p></body></html>")
+_PDF = make_pdf(["Page one text.", "Page two text."])
 
 
 class _QuietServer(ThreadingHTTPServer):
@@ -434,3 +444,21 @@ async def test_invalid_url_is_invalid_input(url_limits, url):
     with pytest.raises(InvalidInput, match="URL"):
         await load_url(url, url_limits)
 
+
+
+async def test_url_documents_are_read_as_files_on_disk_are(server, url_limits):
+    """A web page gives its visible text; a PDF its pages, whether the server calls it
+    application/pdf or only its name says so."""
+    page = await load_url(f"{server}/page", url_limits)
+    assert "Visible text." in page.text and "Results" in page.text and "second" in page.text
+    assert "hidden" not in page.text and "p {}" not in page.text
+    assert page.converters == {f"{server}/page": "html"}
+    for path in ("/report", "/files/paper.pdf"):
+        pdf = await load_url(f"{server}{path}", url_limits)
+        assert pdf.text == "--- page 1 ---\nPage one text.\n--- page 2 ---\nPage two text.\n", pdf.text
+        assert pdf.converters == {f"{server}{path}": "pdf"}
+
+
+async def test_a_broken_document_at_a_url_is_an_error_that_says_why(server, url_limits):
+    with pytest.raises(SourceError, match="Could not read .* as pdf"):
+        await load_url(f"{server}/broken", url_limits)
