@@ -319,3 +319,30 @@ async def test_the_worker_refuses_bytes_that_are_not_ascii_under_an_ascii_header
             await session.load_context("bad", lying)
         result = await session.execute("print(sorted(contexts), contexts['good'])")
         assert result.stdout == "['good'] plain text\n\n"
+
+
+def _open_inodes(pid: int) -> set[tuple[int, int]]:
+    """(device, inode) of every file the process holds open, seen from outside it."""
+    held = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            st = os.stat(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        held.add((st.st_dev, st.st_ino))
+    return held
+
+
+@pytest.mark.parametrize("text", ["plain ascii\n" * 1000, ODD * 100], ids=["ascii", "utf-8"])
+async def test_the_worker_keeps_no_descriptor_of_a_context_file_it_was_handed(text: str) -> None:
+    """Contexts arrive as an open file (SCM_RIGHTS); once read, the worker holds no descriptor of
+    it, so code that got past the policy could neither reread it nor reopen it through /proc."""
+    async with SandboxSession(LIMITS) as s:
+        await s.load_context("context", text)
+        await s.load_context("other", text)
+        pid = s.pid
+        assert pid is not None
+        files = {(st.st_dev, st.st_ino) for st in (os.stat(p.path) for _, p in s.store.items())}
+        assert len(files) == 2
+        assert not files & _open_inodes(pid)
+        assert (await s.execute("print(len(context), len(contexts['other']))")).stdout == f"{len(text)} {len(text)}\n"
