@@ -221,6 +221,9 @@ class SandboxSession:
             if bwrap in _BWRAP_FAILED and self.isolation.mode == "auto":
                 bwrap = None
         bulk_w, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        # Sent on from the event loop: a worker that stopped reading (its code got past the policy)
+        # must fail the send (BlockingIOError, an OSError: the worker is dropped), never block it.
+        bulk_w.setblocking(False)
         bulk_r = theirs.fileno()
         config = {**self._worker_config(), "bulk_fd": bulk_r}
         try:
