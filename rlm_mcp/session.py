@@ -218,7 +218,7 @@ class RlmSession:
 
     @property
     def loading(self) -> bool:
-        return self._load_lock.locked()
+        return self._loads > 0
 
     @property
     def in_use(self) -> bool:
@@ -287,8 +287,9 @@ class RlmSession:
                 f"Pass exactly one source: text, path, url or glob (got {which}). "
                 "Example: load_context(path='docs/') or load_context(text='...', name='notes')."
             )
+        if self._loads == 0:
+            self._loads_done = anyio.Event()
         self._loads += 1
-        self._loads_done = anyio.Event() if self._loads == 1 else self._loads_done
         try:
             return await self._load(name, text, path, url, glob, append, progress)
         finally:
